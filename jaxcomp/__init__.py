@@ -1,0 +1,31 @@
+"""jaxcomp: neural network compression and acceleration for JAX and Flax.
+
+Pure-function transforms over parameter pytrees (masks, fake quantization with straight-through
+estimators, factorized rewrites, distillation losses) and a small training-loop library that
+drives them on CPU, GPU or TPU. See ``README.md`` and ``docs/``.
+"""
+
+from jaxcomp import core
+from jaxcomp import errors
+from jaxcomp import schedules
+from jaxcomp import select
+from jaxcomp.core import Transform
+from jaxcomp.core import chain
+from jaxcomp.core import identity
+from jaxcomp.core import masked
+from jaxcomp.core import partition
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Transform",
+    "__version__",
+    "chain",
+    "core",
+    "errors",
+    "identity",
+    "masked",
+    "partition",
+    "schedules",
+    "select",
+]

@@ -1,0 +1,254 @@
+"""The transform protocol and its combinators.
+
+A compression transform is a NamedTuple of four pure functions, in the manner of optax's
+``GradientTransformation``:
+
+* ``init(params) -> (cparams, state)``: the trainable pytree and the non-trained state.
+* ``apply(cparams, state) -> params``: the dense params the forward pass uses; differentiable in
+  ``cparams`` (rounding uses straight-through estimators).
+* ``update(cparams, state, *, step, grads=None) -> (cparams, state)``: what happens between
+  optimizer steps (masks recomputed on a schedule, pruned weights zeroed, observers updated). It
+  runs under ``jit``: schedules are evaluated with ``jnp.where``/``lax.cond``, never Python ``if``.
+* ``finalize(cparams, state) -> compressed``: the baked result (hard masks, integer codes with
+  scales, codebooks, factors), consumed by ``jaxcomp.encode`` and the fast inference adapters. It
+  has the structure of the params as a prefix: each leaf is an array or a compressed node.
+
+A transform that keeps the structure of the params (masks, fake quantization) returns ``params``
+itself as ``cparams``; one that rewrites it (low-rank factors, codebooks, hash buckets) returns a
+different structure, and its ``apply`` rebuilds the dense params.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from jaxcomp.core._tree import MaskedNode
+from jaxcomp.core._tree import tree_merge
+from jaxcomp.core._tree import tree_select
+from jaxcomp.core._types import CParams
+from jaxcomp.core._types import Params
+from jaxcomp.core._types import State
+
+__all__ = [
+    "ChainState",
+    "EmptyState",
+    "PartitionState",
+    "Transform",
+    "chain",
+    "identity",
+    "masked",
+    "partition",
+]
+
+
+class Transform(NamedTuple):
+    """A compression transform: four pure functions over pytrees (see the module docstring)."""
+
+    init: Callable[[Params], tuple[CParams, State]]
+    apply: Callable[[CParams, State], Params]
+    update: Callable[..., tuple[CParams, State]]
+    finalize: Callable[[CParams, State], Any]
+
+
+class EmptyState(NamedTuple):
+    """The state of a transform that keeps none."""
+
+
+def _no_update(cparams: CParams, state: State, *, step: Any = None, grads: Any = None):
+    del step, grads
+    return cparams, state
+
+
+def identity() -> Transform:
+    """The transform that changes nothing: ``apply(init(p)) == p``."""
+    return Transform(
+        init=lambda params: (params, EmptyState()),
+        apply=lambda cparams, state: cparams,
+        update=_no_update,
+        finalize=lambda cparams, state: cparams,
+    )
+
+
+class ChainState(NamedTuple):
+    """The states of the transforms of a :func:`chain`, in order."""
+
+    states: tuple[Any, ...]
+
+
+def _same_structure(a: Any, b: Any) -> bool:
+    return jax.tree.structure(a) == jax.tree.structure(b)
+
+
+def chain(*transforms: Transform) -> Transform:
+    """Composes transforms; ``chain(a, b)`` means "compress with ``a``, then with ``b``".
+
+    The order is that of the survey's pipelines (prune, then quantize, then encode):
+
+    * ``init``: each transform is initialized on the ``cparams`` of the one before it, so a
+      quantizer after a pruner sees the pruned (exactly zero) weights, and a k-means quantizer after
+      a pruner clusters only the surviving ones. The chain's ``cparams`` are the last transform's.
+    * ``apply``: the last transform's ``apply`` runs first, the first transform's last; so
+      ``chain(prune, quant).apply(c, s) == mask * fake_quant(c)``: the first transform's effect is
+      outermost and always holds (pruned weights stay zero whatever comes after).
+    * ``update``: transforms update in order. A transform whose input has the structure of the
+      chain's ``cparams`` updates them directly (a pruner re-masks the latent weights, a quantizer's
+      observers see them). A transform followed by a structure-changing one (a pruner before
+      k-means) sees the dense params rebuilt by the transforms after it and updates only its state.
+      ``grads`` reach only transforms whose input has the structure of the ``cparams``.
+    * ``finalize``: the first transform finalizes its input; each next one finalizes the result
+      when it has the structure of its own ``cparams`` (``chain(prune, fake_quant)`` quantizes the
+      hard-masked weights), and its own ``cparams`` otherwise (k-means after a pruner, whose
+      clusters already exclude the pruned weights). The last transform's result is returned.
+
+    Args:
+      *transforms: the transforms, in the order they compress.
+
+    Returns:
+      A :class:`Transform` whose state is a :class:`ChainState`.
+    """
+    if not transforms:
+        return identity()
+    for i, t in enumerate(transforms):
+        if not isinstance(t, Transform):
+            raise TypeError(f"chain: argument {i} is {type(t).__name__}, not a jaxcomp Transform")
+    ts = tuple(transforms)
+
+    def init(params):
+        states = []
+        c = params
+        for t in ts:
+            c, s = t.init(c)
+            states.append(s)
+        return c, ChainState(tuple(states))
+
+    def views(cparams, state):
+        """The input each transform sees: views[k] is transform k's cparams."""
+        out = [None] * len(ts)
+        x = cparams
+        for k in range(len(ts) - 1, -1, -1):
+            out[k] = x
+            x = ts[k].apply(x, state.states[k])
+        return out, x
+
+    def apply(cparams, state):
+        return views(cparams, state)[1]
+
+    def update(cparams, state, *, step, grads=None):
+        states = list(state.states)
+        c = cparams
+        for k, t in enumerate(ts):
+            v = views(c, ChainState(tuple(states)))[0][k]
+            if _same_structure(v, c):
+                c, states[k] = t.update(c, states[k], step=step, grads=grads)
+            else:
+                _, states[k] = t.update(v, states[k], step=step, grads=None)
+        return c, ChainState(tuple(states))
+
+    def finalize(cparams, state):
+        vs, _ = views(cparams, state)
+        out = ts[0].finalize(vs[0], state.states[0])
+        for k in range(1, len(ts)):
+            src = out if _same_structure(out, vs[k]) else vs[k]
+            out = ts[k].finalize(src, state.states[k])
+        return out
+
+    return Transform(init, apply, update, finalize)
+
+
+class PartitionState(NamedTuple):
+    """The states of the inner transforms of a :func:`partition`, by label."""
+
+    inner_states: dict[Any, Any]
+
+
+def _labels_tree(labels: Any, params: Any) -> Any:
+    return labels(params) if callable(labels) else labels
+
+
+def partition(transforms: dict[Any, Transform], labels: Any) -> Transform:
+    """Applies a different transform to each group of leaves.
+
+    Args:
+      transforms: a mapping from label to transform.
+      labels: a pytree of labels with the structure of the params, or a function of the params
+        that returns one. Every label must be a key of ``transforms``.
+
+    Returns:
+      A :class:`Transform` whose ``cparams`` is a dict from label to the inner transform's
+      ``cparams`` (leaves of other labels are :class:`MaskedNode`), and whose state is a
+      :class:`PartitionState`.
+    """
+    if not isinstance(transforms, dict) or not transforms:
+        raise ValueError("partition: transforms must be a non-empty dict from label to Transform")
+    for label, t in transforms.items():
+        if not isinstance(t, Transform):
+            raise TypeError(f"partition: transforms[{label!r}] is not a jaxcomp Transform")
+
+    def _check(lab_tree):
+        unknown = sorted({str(x) for x in jax.tree.leaves(lab_tree)} - {str(k) for k in transforms})
+        if unknown:
+            raise ValueError(
+                f"partition: labels {unknown} have no transform; known labels: {list(transforms)}"
+            )
+
+    def init(params):
+        lab = _labels_tree(labels, params)
+        _check(lab)
+        cs, ss = {}, {}
+        for label, t in transforms.items():
+            sub = tree_select(params, jax.tree.map(lambda x, _l=label: x == _l, lab))
+            cs[label], ss[label] = t.init(sub)
+        return cs, PartitionState(ss)
+
+    def _labels_from(cparams, state):
+        # The labels are recomputed from the dense params rebuilt by each inner transform.
+        outs = {k: transforms[k].apply(cparams[k], state.inner_states[k]) for k in transforms}
+        return outs
+
+    def _label_tree_of(outs):
+        def pick(*xs):
+            for k, x in zip(outs, xs, strict=True):
+                if not isinstance(x, MaskedNode):
+                    return k
+            raise AssertionError("partition: a leaf belongs to no label")
+
+        return jax.tree.map(pick, *outs.values(), is_leaf=lambda x: isinstance(x, MaskedNode))
+
+    def apply(cparams, state):
+        outs = _labels_from(cparams, state)
+        return tree_merge(_label_tree_of(outs), outs)
+
+    def update(cparams, state, *, step, grads=None):
+        cs, ss = {}, {}
+        for label, t in transforms.items():
+            g = None if grads is None else grads[label]
+            cs[label], ss[label] = t.update(
+                cparams[label], state.inner_states[label], step=step, grads=g
+            )
+        return cs, PartitionState(ss)
+
+    def finalize(cparams, state):
+        outs = _labels_from(cparams, state)
+        lab = _label_tree_of(outs)
+        fins = {k: transforms[k].finalize(cparams[k], state.inner_states[k]) for k in transforms}
+        return tree_merge(lab, fins)
+
+    return Transform(init, apply, update, finalize)
+
+
+def masked(inner: Transform, where: Any) -> Transform:
+    """Applies ``inner`` to the leaves that ``where`` selects and leaves the others unchanged.
+
+    Args:
+      inner: the transform.
+      where: any form that :func:`jaxcomp.select.resolve` accepts.
+    """
+    from jaxcomp.select import resolve
+
+    return partition(
+        {True: inner, False: identity()},
+        lambda params: resolve(where, params, what="masked(where=...)"),
+    )
