@@ -3,6 +3,7 @@
 from jaxcomp.core._transform import ChainState
 from jaxcomp.core._transform import EmptyState
 from jaxcomp.core._transform import PartitionState
+from jaxcomp.core._transform import SplitPartitionState
 from jaxcomp.core._transform import Transform
 from jaxcomp.core._transform import chain
 from jaxcomp.core._transform import identity
@@ -23,6 +24,7 @@ __all__ = [
     "EmptyState",
     "MaskedNode",
     "PartitionState",
+    "SplitPartitionState",
     "Transform",
     "chain",
     "check_same_structure",

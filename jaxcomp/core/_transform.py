@@ -21,7 +21,8 @@ different structure, and its ``apply`` rebuilds the dense params.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 
@@ -36,6 +37,7 @@ __all__ = [
     "ChainState",
     "EmptyState",
     "PartitionState",
+    "SplitPartitionState",
     "Transform",
     "chain",
     "identity",
@@ -159,17 +161,33 @@ def chain(*transforms: Transform) -> Transform:
 
 
 class PartitionState(NamedTuple):
-    """The states of the inner transforms of a :func:`partition`, by label."""
+    """The inner states of a :func:`partition` whose ``cparams`` keep the params' structure."""
 
     inner_states: dict[Any, Any]
 
 
-def _labels_tree(labels: Any, params: Any) -> Any:
-    return labels(params) if callable(labels) else labels
+class SplitPartitionState(NamedTuple):
+    """The inner states of a :func:`partition` whose ``cparams`` are split by label.
+
+    Used when an inner transform changes the structure of its leaves (low-rank factors, codebooks).
+    """
+
+    inner_states: dict[Any, Any]
+
+
+def _is_masked(x: Any) -> bool:
+    return isinstance(x, MaskedNode)
 
 
 def partition(transforms: dict[Any, Transform], labels: Any) -> Transform:
     """Applies a different transform to each group of leaves.
+
+    Each inner transform sees the params with the leaves of other labels replaced by
+    :class:`MaskedNode`. When every inner transform keeps the structure of its leaves, the
+    partition's ``cparams`` are the params' own structure (so it composes in :func:`chain` like any
+    structure-keeping transform) and the state is a :class:`PartitionState`. Otherwise the
+    ``cparams`` are a dict from label to that transform's ``cparams`` and the state is a
+    :class:`SplitPartitionState`.
 
     Args:
       transforms: a mapping from label to transform.
@@ -177,9 +195,7 @@ def partition(transforms: dict[Any, Transform], labels: Any) -> Transform:
         that returns one. Every label must be a key of ``transforms``.
 
     Returns:
-      A :class:`Transform` whose ``cparams`` is a dict from label to the inner transform's
-      ``cparams`` (leaves of other labels are :class:`MaskedNode`), and whose state is a
-      :class:`PartitionState`.
+      A :class:`Transform`.
     """
     if not isinstance(transforms, dict) or not transforms:
         raise ValueError("partition: transforms must be a non-empty dict from label to Transform")
@@ -187,53 +203,75 @@ def partition(transforms: dict[Any, Transform], labels: Any) -> Transform:
         if not isinstance(t, Transform):
             raise TypeError(f"partition: transforms[{label!r}] is not a jaxcomp Transform")
 
-    def _check(lab_tree):
-        unknown = sorted({str(x) for x in jax.tree.leaves(lab_tree)} - {str(k) for k in transforms})
+    def label_tree(params):
+        lab = labels(params) if callable(labels) else labels
+        unknown = sorted({repr(x) for x in jax.tree.leaves(lab)} - {repr(k) for k in transforms})
         if unknown:
             raise ValueError(
                 f"partition: labels {unknown} have no transform; known labels: {list(transforms)}"
             )
+        return lab
+
+    def split(tree, lab):
+        return {
+            k: tree_select(tree, jax.tree.map(lambda x, _k=k: x == _k, lab)) for k in transforms
+        }
 
     def init(params):
-        lab = _labels_tree(labels, params)
-        _check(lab)
+        lab = label_tree(params)
+        subs = split(params, lab)
         cs, ss = {}, {}
-        for label, t in transforms.items():
-            sub = tree_select(params, jax.tree.map(lambda x, _l=label: x == _l, lab))
-            cs[label], ss[label] = t.init(sub)
-        return cs, PartitionState(ss)
+        for k, t in transforms.items():
+            cs[k], ss[k] = t.init(subs[k])
+        if all(jax.tree.structure(cs[k]) == jax.tree.structure(subs[k]) for k in transforms):
+            return tree_merge(lab, cs), PartitionState(ss)
+        return cs, SplitPartitionState(ss)
 
-    def _labels_from(cparams, state):
-        # The labels are recomputed from the dense params rebuilt by each inner transform.
-        outs = {k: transforms[k].apply(cparams[k], state.inner_states[k]) for k in transforms}
-        return outs
+    def split_labels(outs):
+        """The label of each leaf, read off the dense outputs of a split partition."""
+        keys = list(outs)
 
-    def _label_tree_of(outs):
         def pick(*xs):
-            for k, x in zip(outs, xs, strict=True):
-                if not isinstance(x, MaskedNode):
-                    return k
-            raise AssertionError("partition: a leaf belongs to no label")
+            return next(k for k, x in zip(keys, xs, strict=True) if not _is_masked(x))
 
-        return jax.tree.map(pick, *outs.values(), is_leaf=lambda x: isinstance(x, MaskedNode))
+        return jax.tree.map(pick, *outs.values(), is_leaf=_is_masked)
 
     def apply(cparams, state):
-        outs = _labels_from(cparams, state)
-        return tree_merge(_label_tree_of(outs), outs)
+        if isinstance(state, PartitionState):
+            lab = label_tree(cparams)
+            subs = split(cparams, lab)
+        else:
+            subs = cparams
+        outs = {k: t.apply(subs[k], state.inner_states[k]) for k, t in transforms.items()}
+        lab = lab if isinstance(state, PartitionState) else split_labels(outs)
+        return tree_merge(lab, outs)
 
     def update(cparams, state, *, step, grads=None):
+        merged = isinstance(state, PartitionState)
+        if merged:
+            lab = label_tree(cparams)
+            subs = split(cparams, lab)
+            gsubs = None if grads is None else split(grads, lab)
+        else:
+            subs, gsubs = cparams, grads
         cs, ss = {}, {}
-        for label, t in transforms.items():
-            g = None if grads is None else grads[label]
-            cs[label], ss[label] = t.update(
-                cparams[label], state.inner_states[label], step=step, grads=g
-            )
-        return cs, PartitionState(ss)
+        for k, t in transforms.items():
+            g = None if gsubs is None else gsubs[k]
+            cs[k], ss[k] = t.update(subs[k], state.inner_states[k], step=step, grads=g)
+        if merged:
+            return tree_merge(lab, cs), PartitionState(ss)
+        return cs, SplitPartitionState(ss)
 
     def finalize(cparams, state):
-        outs = _labels_from(cparams, state)
-        lab = _label_tree_of(outs)
-        fins = {k: transforms[k].finalize(cparams[k], state.inner_states[k]) for k in transforms}
+        if isinstance(state, PartitionState):
+            lab = label_tree(cparams)
+            subs = split(cparams, lab)
+        else:
+            subs = cparams
+            lab = split_labels(
+                {k: t.apply(subs[k], state.inner_states[k]) for k, t in transforms.items()}
+            )
+        fins = {k: t.finalize(subs[k], state.inner_states[k]) for k, t in transforms.items()}
         return tree_merge(lab, fins)
 
     return Transform(init, apply, update, finalize)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +17,8 @@ __all__ = [
     "check_same_structure",
     "is_array",
     "leaf_paths",
-    "path_str",
     "map_where",
+    "path_str",
     "tree_merge",
     "tree_select",
     "zeros_like_tree",

@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,7 +103,7 @@ def step(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
             f"step: values must have len(boundaries) + 1 = {len(b) + 1} entries, got {len(v)}"
         )
     if any(not isinstance(x, int) or x < 0 for x in b) or any(
-        x >= y for x, y in zip(b, b[1:], strict=False)
+        x >= y for x, y in itertools.pairwise(b)
     ):
         raise ValueError(f"step: boundaries must be strictly increasing non-negative ints, got {b}")
     bj = jnp.asarray(b, jnp.int32)

@@ -6,7 +6,8 @@ Every transform takes ``where=``, which may be
 * a predicate ``(path, leaf) -> bool`` over ``/``-joined paths, such as a :class:`Selector`
   (``kernels() & ~by_regex("Dense_2")``);
 * a pytree of booleans with the structure of the params;
-* a list of ordered ``(regex, value)`` rules over ``/``-joined paths, first match wins (``re.search``).
+* a list of ordered ``(regex, value)`` rules over ``/``-joined paths, first match wins
+  (``re.search``).
   A rule that matches no leaf is an error, and so is a leaf that no rule covers when no default is
   given, so that a typo in a layer name never silently compresses nothing.
 """
@@ -14,13 +15,15 @@ Every transform takes ``where=``, which may be
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxcomp.core._tree import is_array, path_str
+from jaxcomp.core._tree import is_array
+from jaxcomp.core._tree import path_str
 from jaxcomp.errors import SelectionError
 
 __all__ = [
@@ -121,7 +124,11 @@ def _paths_and_leaves(params: Any) -> tuple[list[str], list[Any], Any]:
 
 
 def resolve_rules(
-    rules: Sequence[tuple[str, Any]], params: Any, *, default: Any = _NO_DEFAULT, what: str = "where"
+    rules: Sequence[tuple[str, Any]],
+    params: Any,
+    *,
+    default: Any = _NO_DEFAULT,
+    what: str = "where",
 ) -> Any:
     """Evaluates ordered ``(regex, value)`` rules over the leaves of ``params``; first match wins.
 
