@@ -1,0 +1,30 @@
+"""Shared test settings: strict shapes, warnings as errors (pyproject), tiny shared fixtures."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import linen as nn
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+class TinyNet(nn.Module):
+    """A conv then two dense layers: enough structure for every transform, tiny to compile."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(4, (3, 3))(x)
+        x = nn.relu(x).reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(16)(x))
+        return nn.Dense(3)(x)
+
+
+@pytest.fixture(scope="session")
+def tiny_net():
+    return TinyNet()
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_net):
+    x = jnp.zeros((1, 6, 6, 2), jnp.float32)
+    return tiny_net.init(jax.random.key(0), x)["params"]

@@ -1,0 +1,109 @@
+"""The contract every public transform meets.
+
+Add a transform by adding a ``(name, factory)`` pair to ``CASES``; ``factory()`` builds it with the
+hyperparameters to test. Each case runs on the tiny conv+dense params of ``conftest.py`` and on an
+``nnx.State``, and is checked for:
+
+* ``apply`` keeps the params' structure, shapes and dtypes; ``finalize`` has it as a prefix;
+* ``jit`` equals no ``jit`` for ``apply`` and ``update``;
+* it works inside ``chain`` and ``partition`` (the other group's leaves are left untouched);
+* the state's structure, shapes and dtypes are stable across ``update``;
+* ``update`` compiles once across steps (no recompilation from a changing step);
+* ``apply`` is differentiable in ``cparams`` with finite gradients.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxcomp as jc
+
+CASES = [
+    ("identity", lambda: jc.identity()),
+    ("chain()", lambda: jc.chain()),
+    ("chain(identity, identity)", lambda: jc.chain(jc.identity(), jc.identity())),
+    ("masked(identity, kernels)", lambda: jc.masked(jc.identity(), jc.select.kernels())),
+]
+
+
+def _sds(tree):
+    return jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+
+
+def _assert_tree_equal(a, b, tol=1e-6):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=tol, atol=tol), a, b)
+
+
+@pytest.fixture(scope="module")
+def nnx_state():
+    model = nnx.Sequential(
+        nnx.Linear(6, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 3, rngs=nnx.Rngs(1))
+    )
+    return nnx.split(model)[1]
+
+
+@pytest.fixture(params=["linen", "nnx"])
+def params(request, tiny_params, nnx_state):
+    return tiny_params if request.param == "linen" else nnx_state
+
+
+@pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
+def test_structure_and_dtypes_kept(name, factory, params):
+    t = factory()
+    c, s = t.init(params)
+    out = t.apply(c, s)
+    assert _sds(out) == _sds(params)
+    fin = t.finalize(c, s)
+    jax.tree.map(lambda *_: None, params, fin)  # params' structure is a prefix of finalize's
+
+
+@pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
+def test_jit_equals_no_jit(name, factory, params):
+    t = factory()
+    c, s = t.init(params)
+    _assert_tree_equal(jax.jit(t.apply)(c, s), t.apply(c, s))
+    upd = lambda c, s: t.update(c, s, step=jnp.int32(1))
+    _assert_tree_equal(jax.jit(upd)(c, s), upd(c, s))
+
+
+@pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
+def test_inside_chain_and_partition(name, factory, tiny_params):
+    t = factory()
+    c, s = t.init(tiny_params)
+    alone = t.apply(c, s)
+    ch = jc.chain(jc.identity(), t)
+    cc, cs = ch.init(tiny_params)
+    _assert_tree_equal(ch.apply(cc, cs), alone)
+    labels = jax.tree_util.tree_map_with_path(
+        lambda p, _: "t" if jc.core.path_str(p).startswith("Dense") else "keep", tiny_params
+    )
+    part = jc.partition({"t": t, "keep": jc.identity()}, labels)
+    pc, ps = part.init(tiny_params)
+    out = part.apply(pc, ps)
+    assert _sds(out) == _sds(tiny_params)
+    _assert_tree_equal(out["Conv_0"], tiny_params["Conv_0"])
+    pc, ps = jax.jit(lambda c, s: part.update(c, s, step=jnp.int32(1)))(pc, ps)
+    _assert_tree_equal(part.apply(pc, ps)["Conv_0"], tiny_params["Conv_0"])
+
+
+@pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
+def test_state_stable_and_no_recompilation(name, factory, tiny_params):
+    t = factory()
+    c, s = t.init(tiny_params)
+    upd = jax.jit(lambda c, s, step: t.update(c, s, step=step))
+    shapes_c, shapes_s = _sds(c), _sds(s)
+    for step in range(1, 4):
+        c, s = upd(c, s, jnp.int32(step))
+        assert _sds(c) == shapes_c and _sds(s) == shapes_s
+    assert upd._cache_size() == 1
+
+
+@pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
+def test_differentiable(name, factory, tiny_params):
+    t = factory()
+    c, s = t.init(tiny_params)
+    g = jax.grad(lambda c: sum(jnp.sum(x**2) for x in jax.tree.leaves(t.apply(c, s))))(c)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
