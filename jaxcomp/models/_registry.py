@@ -1,0 +1,134 @@
+"""Look up the reference models by name, for configs and the command line.
+
+The table is a plain dict literal, built once and never mutated: each name maps to a model class,
+the attributes that the name fixes (``"resnet56"`` fixes ``depth=56``) and the input shape the
+model was designed for (one example, without the batch axis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcomp.models._lenet import LeNet5
+from jaxcomp.models._lenet import LeNet300100
+from jaxcomp.models._resnet import ResNet
+from jaxcomp.models._vgg import VGGSmall
+
+__all__ = ["get", "init", "input_shape", "names"]
+
+
+class _Entry(NamedTuple):
+    cls: type[nn.Module]
+    fixed: dict[str, Any]
+    input_shape: tuple[int, ...]
+
+
+_MNIST = (28, 28, 1)
+_CIFAR = (32, 32, 3)
+
+_MODELS: dict[str, _Entry] = {
+    "lenet300": _Entry(LeNet300100, {}, _MNIST),
+    "lenet300100": _Entry(LeNet300100, {}, _MNIST),
+    "lenet5": _Entry(LeNet5, {}, _MNIST),
+    "vgg_small": _Entry(VGGSmall, {}, _CIFAR),
+    "resnet20": _Entry(ResNet, {"depth": 20}, _CIFAR),
+    "resnet56": _Entry(ResNet, {"depth": 56}, _CIFAR),
+    "resnet110": _Entry(ResNet, {"depth": 110}, _CIFAR),
+}
+
+
+def names() -> list[str]:
+    """The registered model names, aliases included, sorted.
+
+    Returns:
+        The names that :func:`get` accepts.
+    """
+    return sorted(_MODELS)
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _MODELS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown model name {name!r}; known names: {', '.join(names())}"
+        ) from None
+
+
+def get(name: str, *, num_classes: int = 10, **kw: Any) -> nn.Module:
+    """Builds a registered model.
+
+    Args:
+        name: one of :func:`names` (``"lenet300"`` or its alias ``"lenet300100"``, ``"lenet5"``,
+            ``"vgg_small"``, ``"resnet20"``, ``"resnet56"``, ``"resnet110"``).
+        num_classes: number of output logits.
+        **kw: further attributes of the model class (for example ``width=8`` for a ResNet or
+            ``widths=(16, 32)`` for ``vgg_small``); attributes that the name fixes are not
+            allowed.
+
+    Returns:
+        An unbound ``flax.linen`` module whose ``__call__(x, train=False)`` returns logits.
+
+    Raises:
+        ValueError: if ``name`` is unknown (the message lists the known names), if a keyword is
+            not an attribute of the model or is fixed by the name, or if a value is out of range.
+
+    Examples:
+        >>> get("resnet20", num_classes=100).depth
+        20
+    """
+    entry = _entry(name)
+    allowed = {f.name for f in dataclasses.fields(entry.cls) if f.init} - {
+        "parent",
+        "name",
+        "num_classes",
+        *entry.fixed,
+    }
+    unknown = sorted(set(kw) - allowed)
+    if unknown:
+        raise ValueError(
+            f"model {name!r} does not take {unknown}; allowed keywords: num_classes, "
+            f"{', '.join(sorted(allowed)) or '(none)'}"
+        )
+    return entry.cls(num_classes=num_classes, **entry.fixed, **kw)
+
+
+def input_shape(name: str) -> tuple[int, ...]:
+    """The input shape that a registered model was designed for, without the batch axis.
+
+    Args:
+        name: one of :func:`names`.
+
+    Returns:
+        ``(28, 28, 1)`` for the LeNets, ``(32, 32, 3)`` for ``vgg_small`` and the ResNets.
+
+    Raises:
+        ValueError: if ``name`` is unknown.
+    """
+    return _entry(name).input_shape
+
+
+def init(model: nn.Module, key: jax.Array, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Initializes a model's variables on a zero batch of one example.
+
+    Args:
+        model: a ``flax.linen`` module whose ``__call__`` takes ``(x, train=...)``.
+        key: a PRNG key (``jax.random.key``).
+        input_shape: the shape of one example, without the batch axis (``(28, 28, 1)``).
+
+    Returns:
+        The variables, ``{"params": ...}`` plus ``"batch_stats"`` for batch-norm models.
+
+    Examples:
+        >>> import jax
+        >>> variables = init(get("lenet300"), jax.random.key(0), (28, 28, 1))
+        >>> sorted(variables["params"])
+        ['Dense_0', 'Dense_1', 'Dense_2']
+    """
+    return model.init(key, jnp.zeros((1, *input_shape)), train=False)
