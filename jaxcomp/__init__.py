@@ -5,10 +5,14 @@ estimators, factorized rewrites, distillation losses) and a small training-loop 
 drives them on CPU, GPU or TPU. See ``README.md`` and ``docs/``.
 """
 
+from jaxcomp import analysis
 from jaxcomp import core
+from jaxcomp import data
 from jaxcomp import errors
+from jaxcomp import models
 from jaxcomp import schedules
 from jaxcomp import select
+from jaxcomp import train
 from jaxcomp.core import Transform
 from jaxcomp.core import chain
 from jaxcomp.core import identity
@@ -20,12 +24,16 @@ __version__ = "0.1.0"
 __all__ = [
     "Transform",
     "__version__",
+    "analysis",
     "chain",
     "core",
+    "data",
     "errors",
     "identity",
     "masked",
+    "models",
     "partition",
     "schedules",
     "select",
+    "train",
 ]

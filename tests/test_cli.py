@@ -1,0 +1,100 @@
+"""The ``jaxcomp`` command: training end to end, crash and resume, one-line errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from jaxcomp.train import Checkpointer
+
+CMD = [sys.executable, "-m", "jaxcomp.cli"]
+
+
+def _run(args, **kw):
+    return subprocess.run(CMD + args, capture_output=True, text=True, timeout=300, **kw)
+
+
+def _train_args(out, epochs, *extra):
+    return ["train", "--model", "lenet300", "--data", "digits", "--epochs", str(epochs),
+            "--batch-size", "32", "--checkpoint-every", "20", "--out", str(out), "--no-progress",
+            *extra]  # fmt: skip
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    epochs = 40  # 44 steps an epoch on digits: long enough to kill mid-run
+    full = _run(_train_args(tmp_path / "full", epochs))
+    assert full.returncode == 0, full.stderr[-2000:]
+    report = json.loads((tmp_path / "full" / "report.json").read_text())
+    assert report["steps"] == epochs * (1438 // 32)
+    assert report["test_accuracy"] > 0.9
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(CMD + _train_args(out, epochs), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    ckdir = out / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(d) for d in os.listdir(ckdir) if d.isdigit()] if ckdir.exists() else []
+        if steps and max(steps) >= 100:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "report.json").exists()
+    latest = Checkpointer(ckdir).latest_step()
+    assert latest is not None and latest < report["steps"]
+
+    again = _run(_train_args(out, epochs))  # without --resume: refused, nothing lost
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert Checkpointer(ckdir).latest_step() == latest
+
+    resumed = _run(_train_args(out, epochs, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    r2 = json.loads((out / "report.json").read_text())
+    assert r2["params_sha256"] == report["params_sha256"]
+    assert r2["test_accuracy"] == report["test_accuracy"]
+
+
+def _bad(args):
+    r = _run(args)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("jaxcomp: error:"), r.stderr
+    return lines[0]
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    base = ["--epochs", "1", "--out", str(tmp_path / "o")]
+    assert "nope" in _bad(["train", "--model", "nope", "--data", "digits", *base])
+    assert "mnist6k" in _bad(["train", "--model", "lenet300", "--data", "mnist6k", *base])
+    missing = str(tmp_path / "missing.npz")
+    assert "missing.npz" in _bad(["train", "--model", "lenet300", "--data", missing, *base])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((4, 3)), y_train=np.zeros(4, np.int32))
+    assert "x_test" in _bad(["train", "--model", "lenet300", "--data", str(bad), *base])
+    assert "16" in _bad(["train", "--model", "lenet5", "--data", "digits", *base])
+    assert "epochs" in _bad(["train", "--model", "lenet300", "--data", "digits",
+                             "--epochs", "0", "--out", "x"])  # fmt: skip
+    assert "required" in _bad(["train", "--model", "lenet300"])
+    assert _bad([])
+
+
+def test_train_on_user_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4, 4, 1), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int32)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=x[:48], y_train=y[:48], x_test=x[48:], y_test=y[48:])
+    r = _run(["train", "--model", "lenet300", "--data", str(path), "--epochs", "2",
+              "--batch-size", "16", "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["num_train"] == 48 and report["num_test"] == 16
+    assert report["params"] == 16 * 300 + 300 + 300 * 100 + 100 + 100 * 2 + 2
+    assert (tmp_path / "o" / "metrics.jsonl").read_text().count("\n") == 2

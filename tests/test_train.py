@@ -1,0 +1,197 @@
+"""The training library: steps, loop, evaluation, checkpoints, resume, data parallelism."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import optax
+import pytest
+from _toys import threshold_mask
+from flax import linen as nn
+
+import jaxcomp as jc
+from jaxcomp.errors import CheckpointError
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(10)(nn.relu(nn.Dense(32)(x)))
+
+
+class BNNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dense(8)(x.reshape((x.shape[0], -1)))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(10)(nn.relu(x))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return jc.data.load("digits")
+
+
+def _state(model, ds, *, seed=0, transform=None):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    variables = jc.models.init(model, k1, ds.input_shape)
+    return jc.train.TrainState.create(
+        apply_fn=model.apply, variables=variables, tx=optax.adam(3e-3), key=k2, transform=transform
+    )
+
+
+def _equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True))
+
+
+@pytest.fixture(scope="module")
+def step_fns():
+    return jc.train.make_train_step(), jc.train.make_eval_step()
+
+
+def test_fit_learns_and_logs(digits, step_fns, tmp_path):
+    state = _state(MLP(), digits)
+    before = jc.train.evaluate(state, digits.x_test, digits.y_test, eval_step=step_fns[1])
+    res = jc.train.fit(state, digits, batch_size=32, epochs=4, out_dir=tmp_path, progress=False,
+                       train_step=step_fns[0], eval_step=step_fns[1])  # fmt: skip
+    after = jc.train.evaluate(res.state, digits.x_test, digits.y_test, eval_step=step_fns[1])
+    assert after["loss"] < before["loss"] and after["accuracy"] > 0.85
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 == len(res.history)
+    assert res.history[-1]["step"] == 4 * (digits.num_train // 32) == int(res.state.step)
+
+
+def test_evaluate_counts_every_example_once(digits, step_fns):
+    state = _state(MLP(), digits)
+    logits = state.apply_fn(state.variables(), digits.x_test)
+    expected = int(np.sum(np.argmax(logits, -1) == digits.y_test)) / len(digits.y_test)
+    for bs in (7, 100, 359, 1000):  # 359 examples: partial batches of several sizes
+        got = jc.train.evaluate(state, digits.x_test, digits.y_test, batch_size=bs)
+        assert got["accuracy"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_transform_update_runs_in_the_step(digits):
+    state = _state(MLP(), digits, transform=threshold_mask(0.05))
+    mask = state.comp_state.mask
+    res = jc.train.fit(state, digits, batch_size=64, steps=30, progress=False)
+    w = np.concatenate([np.ravel(x) for x in jax.tree.leaves(res.state.cparams)])
+    m = np.concatenate([np.ravel(x) for x in jax.tree.leaves(mask)])
+    assert 0 < np.sum(m == 0) < m.size
+    assert np.all(w[m == 0] == 0)  # pruned weights stay exactly zero through training
+    w0 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.cparams)])
+    assert np.any(w[m == 1] != w0[m == 1])  # the kept ones trained
+
+
+def test_batch_norm_statistics_are_trained(digits):
+    state = _state(BNNet(), digits)
+    res = jc.train.fit(state, digits, batch_size=64, steps=5, progress=False)
+    assert not _equal(res.state.model_state, state.model_state)
+
+
+def test_resume_is_bit_identical(digits, step_fns, tmp_path):
+    kw = dict(batch_size=64, seed=3, progress=False, train_step=step_fns[0], checkpoint_every=10)
+    full = jc.train.fit(_state(MLP(), digits), digits, steps=50, out_dir=tmp_path / "a", **kw)
+    # an interrupted run: 30 steps, then a new process-like start that resumes to 50
+    jc.train.fit(_state(MLP(), digits), digits, steps=30, out_dir=tmp_path / "b", **kw)
+    with pytest.raises(CheckpointError, match="resume"):
+        jc.train.fit(_state(MLP(), digits), digits, steps=50, out_dir=tmp_path / "b", **kw)
+    resumed = jc.train.fit(
+        _state(MLP(), digits), digits, steps=50, out_dir=tmp_path / "b", resume=True, **kw
+    )
+    assert int(resumed.state.step) == 50
+    assert _equal(full.state.cparams, resumed.state.cparams)
+    assert _equal(full.state.opt_state, resumed.state.opt_state)
+    assert _equal(jax.random.key_data(full.state.key), jax.random.key_data(resumed.state.key))
+
+
+def test_checkpointer_round_trip_and_mismatch(digits, tmp_path):
+    state = _state(MLP(), digits, transform=jc.chain(threshold_mask(0.05), jc.identity()))
+    ck = jc.train.Checkpointer(tmp_path / "ck")
+    ck.save(state)
+    back = ck.restore(state)
+    assert _equal(back.cparams, state.cparams) and _equal(back.comp_state, state.comp_state)
+    other = _state(BNNet(), digits)
+    with pytest.raises(CheckpointError):
+        ck.restore(other)
+    ck.close()
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        jc.train.Checkpointer(tmp_path / "empty").restore(state)
+
+
+def test_bad_arguments(digits):
+    state = _state(MLP(), digits)
+    with pytest.raises(ValueError, match="exactly one"):
+        jc.train.fit(state, digits, epochs=1, steps=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        jc.train.fit(state, digits, steps=1, batch_size=10**6)
+    with pytest.raises(ValueError, match="typed PRNG key"):
+        jc.train.TrainState.create(
+            apply_fn=MLP().apply, variables={"params": {}}, tx=optax.sgd(0.1),
+            key=jax.random.PRNGKey(0),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="'params'"):
+        jc.train.TrainState.create(
+            apply_fn=MLP().apply, variables={}, tx=optax.sgd(0.1), key=jax.random.key(0)
+        )
+
+
+_SHARDED = textwrap.dedent(
+    """
+    import jax, numpy as np, optax
+    import jaxcomp as jc
+    from flax import linen as nn
+    assert len(jax.devices()) == 4, jax.devices()
+
+    class BNNet(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.Dense(8)(x.reshape((x.shape[0], -1)))
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+            return nn.Dense(10)(nn.relu(x))
+
+    ds = jc.data.load("digits")
+    model = BNNet()
+    def state():
+        v = jc.models.init(model, jax.random.key(0), ds.input_shape)
+        return jc.train.TrainState.create(apply_fn=model.apply, variables=v,
+                                          tx=optax.sgd(0.1), key=jax.random.key(1))
+    step = jc.train.make_train_step(donate=False)
+    mesh = jc.train.data_mesh()
+    single, sharded = state(), jc.train.replicate(state(), mesh)
+    for i in range(3):
+        xb, yb = ds.x_train[i * 64:(i + 1) * 64], ds.y_train[i * 64:(i + 1) * 64]
+        single, m1 = step(single, (xb, yb))
+        sharded, m4 = step(sharded, jc.train.shard_batch((xb, yb), mesh))
+    shard_spec = sharded.cparams["Dense_0"]["kernel"].sharding
+    assert shard_spec.is_fully_replicated, shard_spec
+    for a, b in zip(jax.tree.leaves((single.cparams, single.model_state)),
+                    jax.tree.leaves((sharded.cparams, sharded.model_state))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(m1["loss"]), float(m4["loss"]), rtol=1e-5)
+    ev1 = jc.train.evaluate(single, ds.x_test, ds.y_test, batch_size=100)
+    ev4 = jc.train.evaluate(sharded, ds.x_test, ds.y_test, batch_size=100, mesh=mesh)
+    assert abs(ev1["accuracy"] - ev4["accuracy"]) < 1e-9, (ev1, ev4)
+    try:
+        jc.train.shard_batch((ds.x_train[:65], ds.y_train[:65]), mesh)
+        raise AssertionError("65 rows were sharded over 4 devices")
+    except ValueError as e:
+        assert "divisible" in str(e)
+    print("SHARDED-OK")
+    """
+)
+
+
+def test_four_device_sharded_step_equals_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SHARDED-OK" in out.stdout
