@@ -5,6 +5,7 @@ estimators, factorized rewrites, distillation losses) and a small training-loop 
 drives them on CPU, GPU or TPU. See ``README.md`` and ``docs/``.
 """
 
+from jaxcomp import adapt
 from jaxcomp import analysis
 from jaxcomp import core
 from jaxcomp import data
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Transform",
     "__version__",
+    "adapt",
     "analysis",
     "chain",
     "core",
