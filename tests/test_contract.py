@@ -1,7 +1,8 @@
 """The contract every public transform meets.
 
-Add a transform by adding a ``(name, factory)`` pair to ``CASES``; ``factory()`` builds it with the
-hyperparameters to test. Each case runs on the tiny conv+dense params of ``conftest.py`` and on an
+Each package lists its transforms in a file ``tests/_cases_<package>.py`` that defines ``CASES``, a
+list of ``(name, factory)`` pairs; ``factory()`` builds the transform with the hyperparameters to
+test. This file collects them all. Each case runs on the tiny conv+dense params of ``conftest.py`` and on an
 ``nnx.State``, and is checked for:
 
 * ``apply`` keeps the params' structure, shapes and dtypes; ``finalize`` has it as a prefix;
@@ -12,6 +13,9 @@ hyperparameters to test. Each case runs on the tiny conv+dense params of ``conft
 * ``apply`` is differentiable in ``cparams`` with finite gradients.
 """
 
+import importlib
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,12 +24,24 @@ from flax import nnx
 
 import jaxcomp as jc
 
-CASES = [
+CORE_CASES = [
     ("identity", lambda: jc.identity()),
     ("chain()", lambda: jc.chain()),
     ("chain(identity, identity)", lambda: jc.chain(jc.identity(), jc.identity())),
     ("masked(identity, kernels)", lambda: jc.masked(jc.identity(), jc.select.kernels())),
 ]
+
+
+def _collect():
+    cases = list(CORE_CASES)
+    for f in sorted(pathlib.Path(__file__).parent.glob("_cases_*.py")):
+        cases += importlib.import_module(f.stem).CASES
+    names = [c[0] for c in cases]
+    assert len(set(names)) == len(names), "contract case names must be unique"
+    return cases
+
+
+CASES = _collect()
 
 
 def _sds(tree):
@@ -65,7 +81,8 @@ def test_jit_equals_no_jit(name, factory, params):
     t = factory()
     c, s = t.init(params)
     _assert_tree_equal(jax.jit(t.apply)(c, s), t.apply(c, s))
-    upd = lambda c, s: t.update(c, s, step=jnp.int32(1))
+    g = jax.tree.map(jnp.ones_like, c)
+    upd = lambda c, s: t.update(c, s, step=jnp.int32(1), grads=g)
     _assert_tree_equal(jax.jit(upd)(c, s), upd(c, s))
 
 
@@ -93,7 +110,7 @@ def test_inside_chain_and_partition(name, factory, tiny_params):
 def test_state_stable_and_no_recompilation(name, factory, tiny_params):
     t = factory()
     c, s = t.init(tiny_params)
-    upd = jax.jit(lambda c, s, step: t.update(c, s, step=step))
+    upd = jax.jit(lambda c, s, step: t.update(c, s, step=step, grads=c))
     shapes_c, shapes_s = _sds(c), _sds(s)
     for step in range(1, 4):
         c, s = upd(c, s, jnp.int32(step))

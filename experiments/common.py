@@ -1,0 +1,99 @@
+"""Shared pieces of the experiment scripts: dense baselines, fine-tuning, tables and results.
+
+Every experiment is a script with a ``--smoke`` flag that runs it at toy size (the test suite runs
+each smoke) and writes its results as JSON next to a Markdown table for ``docs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import optax
+
+import jaxcomp as jc
+
+
+class Trained(NamedTuple):
+    """A trained model: the module, its variables (dense params and collections), test accuracy."""
+
+    model: Any
+    variables: dict[str, Any]
+    accuracy: float
+
+
+def train(
+    model: Any,
+    data: jc.data.Dataset,
+    *,
+    variables: dict[str, Any] | None = None,
+    transform: jc.Transform | None = None,
+    epochs: int | None = None,
+    steps: int | None = None,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    objective: Any = None,
+    progress: bool = False,
+) -> tuple[jc.train.TrainState, float]:
+    """Trains ``model`` (from ``variables`` if given) under ``transform``: (state, accuracy)."""
+    k_init, k_train = jax.random.split(jax.random.key(seed))
+    if variables is None:
+        variables = jc.models.init(model, k_init, data.input_shape)
+    state = jc.train.TrainState.create(
+        apply_fn=model.apply, variables=variables, tx=optax.adam(lr), key=k_train,
+        transform=transform,
+    )  # fmt: skip
+    step = jc.train.make_train_step(objective)
+    if epochs is None and steps is None:
+        raise ValueError("train: give epochs= or steps=")
+    res = jc.train.fit(
+        state, data, batch_size=min(batch_size, data.num_train), epochs=epochs, steps=steps,
+        seed=seed, progress=progress, train_step=step,
+    )  # fmt: skip
+    acc = jc.train.evaluate(res.state, data.x_test, data.y_test)["accuracy"]
+    return res.state, acc
+
+
+def dense_baseline(
+    name: str, data: jc.data.Dataset, *, epochs: int, seed: int = 0, lr: float = 1e-3, **kw: Any
+) -> Trained:
+    """Trains a registered model densely and returns it with its test accuracy."""
+    model = jc.models.get(name, num_classes=data.num_classes, **kw)
+    state, acc = train(model, data, epochs=epochs, seed=seed, lr=lr)
+    return Trained(model, state.variables(), acc)
+
+
+def accuracy(model: Any, variables: dict[str, Any], data: jc.data.Dataset) -> float:
+    """Test accuracy of ``model`` with ``variables`` (no training)."""
+    state = jc.train.TrainState.create(
+        apply_fn=model.apply, variables=variables, tx=optax.identity(), key=jax.random.key(0)
+    )
+    return jc.train.evaluate(state, data.x_test, data.y_test)["accuracy"]
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A Markdown table of ``rows`` (floats with 4 significant digits)."""
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir: str, name: str, rows: list[dict[str, Any]], columns: Sequence[str],
+                  meta: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """Writes ``name.json`` and ``name.md`` in ``out_dir``; returns the Markdown table."""
+    os.makedirs(out_dir, exist_ok=True)
+    table = markdown_table(rows, columns)
+    with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
+        json.dump({"meta": meta or {}, "rows": rows}, f, indent=2)
+    with open(os.path.join(out_dir, f"{name}.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    return table
