@@ -1,9 +1,9 @@
 """The contract every public transform meets.
 
-Each package lists its transforms in a file ``tests/_cases_<package>.py`` that defines ``CASES``, a
-list of ``(name, factory)`` pairs; ``factory()`` builds the transform with the hyperparameters to
-test. This file collects them all. Each case runs on the tiny conv+dense params of ``conftest.py`` and on an
-``nnx.State``, and is checked for:
+Each package lists its transforms in a file ``tests/_cases_<package>.py`` that defines
+``CASES``, a list of ``(name, factory)`` pairs; ``factory()`` builds the transform with the
+hyperparameters to test. This file collects them all. Each case runs on the tiny conv+dense
+params of ``conftest.py`` and on an ``nnx.State``, and is checked for:
 
 * ``apply`` keeps the params' structure, shapes and dtypes; ``finalize`` has it as a prefix;
 * ``jit`` equals no ``jit`` for ``apply`` and ``update``;
