@@ -36,17 +36,23 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def _positive(kind: type) -> Any:
+def _bounded(kind: type, *, allow_zero: bool = False) -> Any:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(
+                f"must be {'>= 0' if allow_zero else '> 0'}, got {text}"
+            )
         return value
 
     return parse
+
+
+def _positive(kind: type) -> Any:
+    return _bounded(kind)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -67,7 +73,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive(int), default=10)
     t.add_argument("--batch-size", type=_positive(int), default=64)
     t.add_argument("--lr", type=_positive(float), default=1e-3, help="Adam learning rate")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_bounded(int, allow_zero=True), default=0)
     t.add_argument("--checkpoint-every", type=_positive(int), default=None,
                    help="steps between checkpoints (default: once per epoch)")  # fmt: skip
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")

@@ -81,6 +81,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     assert "16" in _bad(["train", "--model", "lenet5", "--data", "digits", *base])
     assert "epochs" in _bad(["train", "--model", "lenet300", "--data", "digits",
                              "--epochs", "0", "--out", "x"])  # fmt: skip
+    assert "seed" in _bad(["train", "--model", "lenet300", "--data", "digits", "--seed", "-1",
+                           "--out", "x"])  # fmt: skip
     assert "required" in _bad(["train", "--model", "lenet300"])
     assert _bad([])
 
