@@ -9,6 +9,7 @@ from jaxcomp import adapt
 from jaxcomp import analysis
 from jaxcomp import core
 from jaxcomp import data
+from jaxcomp import encode
 from jaxcomp import errors
 from jaxcomp import models
 from jaxcomp import schedules
@@ -30,6 +31,7 @@ __all__ = [
     "chain",
     "core",
     "data",
+    "encode",
     "errors",
     "identity",
     "masked",
