@@ -102,14 +102,14 @@ def test_pack_is_deterministic(tree, artifact):
 
 def test_layout_matches_the_documented_format(artifact):
     magic, version, flags, m, p = struct.unpack("<4sHHIQ", artifact[:20])
-    assert (magic, version, flags) == (b"JCZ\x00", encode.FORMAT_VERSION, 0)
+    assert (magic, version, flags) == (b"JCZ\x00", encode.FORMAT_VERSION, 1)
     assert len(artifact) == 20 + m + 4 + p + 4 + 32
     (crc_meta,) = struct.unpack("<I", artifact[20 + m : 24 + m])
     assert crc_meta == zlib.crc32(artifact[: 20 + m])
     (crc_pay,) = struct.unpack("<I", artifact[24 + m + p : 28 + m + p])
     assert crc_pay == zlib.crc32(artifact[24 + m : 24 + m + p])
     assert hashlib.sha256(artifact[:-32]).digest() == artifact[-32:]
-    meta = json.loads(artifact[20 : 20 + m])
+    meta = json.loads(zlib.decompress(artifact[20 : 20 + m]))
     assert meta["metadata"] == {"model": "toy", "acc": 0.5}
     assert meta["tree"]["t"] == "dict" and meta["tree"]["k"][:2] == ["Conv_0", "Dense_0"]
     blobs = [r for s in meta["leaves"] for r in _refs(s)]
@@ -128,7 +128,10 @@ def _refs(spec):
 
 
 def _reseal(meta: dict, payload: bytes, version: int = encode.FORMAT_VERSION) -> bytes:
-    """Writes an artifact with the documented layout and fresh checksums around ``meta``."""
+    """Writes an artifact with the documented layout and fresh checksums around ``meta``.
+
+    The metadata is written uncompressed (flags 0), which readers accept as well.
+    """
     text = json.dumps(meta).encode()
     head = struct.pack("<4sHHIQ", b"JCZ\x00", version, 0, len(text), len(payload)) + text
     body = head + struct.pack("<I", zlib.crc32(head)) + payload
@@ -138,7 +141,7 @@ def _reseal(meta: dict, payload: bytes, version: int = encode.FORMAT_VERSION) ->
 
 def _split(artifact):
     _, _, _, m, p = struct.unpack("<4sHHIQ", artifact[:20])
-    return json.loads(artifact[20 : 20 + m]), artifact[24 + m : 24 + m + p]
+    return json.loads(zlib.decompress(artifact[20 : 20 + m])), artifact[24 + m : 24 + m + p]
 
 
 def test_resealed_artifact_loads(artifact, tree):
@@ -425,3 +428,14 @@ def test_benchmark_smoke():
         assert stream["coders"]["ans"]["coded_over_entropy"] >= 0.99
         assert set(stream["coders"]) >= {"huffman", "ans", "raw", "zlib-9", "zstd-19"}
     assert result["artifact"]["ans"]["compression_ratio"] > 1
+
+
+def test_metadata_that_does_not_inflate_is_corrupt(artifact):
+    meta, payload = _split(artifact)
+    text = b"not deflate data"
+    head = struct.pack("<4sHHIQ", b"JCZ\x00", encode.FORMAT_VERSION, 1, len(text), len(payload))
+    body = head + text
+    body = body + struct.pack("<I", zlib.crc32(body)) + payload
+    body += struct.pack("<I", zlib.crc32(payload))
+    with pytest.raises(CorruptArtifactError, match="inflate"):
+        encode.unpack(body + hashlib.sha256(body).digest())

@@ -8,10 +8,12 @@ little-endian (``docs/encode.md`` has it byte by byte)::
 
     0   magic            4 bytes  b"JCZ\\x00"
     4   format version   uint16   (1)
-    6   flags            uint16   (0; reserved)
-    8   M                uint32   length of the JSON metadata
+    6   flags            uint16   bit 0: the metadata is zlib-compressed (set by this writer);
+                                  other bits reserved (0)
+    8   M                uint32   length of the (compressed) JSON metadata
     12  P                uint64   length of the payload
-    20  metadata         M bytes  UTF-8 JSON: user metadata, tree structure, leaf specs
+    20  metadata         M bytes  UTF-8 JSON (zlib-deflated when flag 0 is set): user metadata,
+                                  tree structure, leaf specs
     +   CRC32            uint32   of bytes [0, 20 + M)
     +   payload          P bytes  the blobs the leaf specs point to ([offset, nbytes])
     +   CRC32            uint32   of the payload
@@ -48,6 +50,7 @@ from jaxcomp.encode._treedef import tree_to_json
 from jaxcomp.errors import CorruptArtifactError
 
 __all__ = [
+    "FLAG_ZLIB_METADATA",
     "FORMAT_VERSION",
     "MAGIC",
     "dense_size",
@@ -62,6 +65,8 @@ MAGIC = b"JCZ\x00"
 """The first four bytes of every ``.jcz`` artifact."""
 
 FORMAT_VERSION = 1
+FLAG_ZLIB_METADATA = 1
+_MAX_METADATA = 1 << 28
 """The artifact format version this module writes and reads."""
 
 _HEADER = struct.Struct("<4sHHIQ")
@@ -220,7 +225,8 @@ def pack(
     except (TypeError, ValueError) as e:
         raise ValueError(f"pack: metadata must be JSON-serializable (finite numbers): {e}") from e
     payload = b"".join(chunks)
-    head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(text), len(payload)) + text
+    text = zlib.compress(text, 9)  # the per-leaf JSON is a large share of a small model's bytes
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, FLAG_ZLIB_METADATA, len(text), len(payload)) + text
     body = head + struct.pack("<I", zlib.crc32(head)) + payload
     body += struct.pack("<I", zlib.crc32(payload))
     return body + hashlib.sha256(body).digest()
@@ -254,8 +260,8 @@ def read_artifact(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any],
             f"unsupported .jcz format version {version}; this jaxcomp reads version "
             f"{FORMAT_VERSION}"
         )
-    if flags != 0:
-        raise CorruptArtifactError(f"corrupt header: reserved flags are {flags:#06x}, not 0")
+    if flags & ~FLAG_ZLIB_METADATA:
+        raise CorruptArtifactError(f"corrupt header: reserved flag bits are set ({flags:#06x})")
     expected = _HEADER.size + m + p + _TRAILER
     if len(buf) < expected:
         raise CorruptArtifactError(
@@ -277,8 +283,19 @@ def read_artifact(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any],
         raise CorruptArtifactError("corrupt artifact: the payload section fails its CRC32")
     if hashlib.sha256(buf[: pay_end + 4]).digest() != bytes(buf[pay_end + 4 :]):
         raise CorruptArtifactError("corrupt artifact: the SHA-256 checksum does not match")
+    text = bytes(buf[_HEADER.size : meta_end])
+    if flags & FLAG_ZLIB_METADATA:
+        try:
+            inflater = zlib.decompressobj()
+            text = inflater.decompress(text, _MAX_METADATA)
+            if inflater.unconsumed_tail or not inflater.eof:
+                raise zlib.error("the metadata does not inflate within its limit")
+        except zlib.error as e:
+            raise CorruptArtifactError(
+                f"corrupt artifact: the metadata does not inflate: {e}"
+            ) from e
     try:
-        meta = json.loads(bytes(buf[_HEADER.size : meta_end]).decode("utf-8"))
+        meta = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise CorruptArtifactError(f"corrupt artifact: the metadata is not valid JSON: {e}") from e
     if not isinstance(meta, dict) or meta.get("format") != "jcz":

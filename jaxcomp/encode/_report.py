@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,7 @@ def _stream(spec: dict[str, Any], into: dict[str, int], category: str) -> dict[s
     }
 
 
-def _leaf_report(spec: dict[str, Any]) -> dict[str, Any]:
+def _leaf_report(spec: dict[str, Any], meta_ratio: float = 1.0) -> dict[str, Any]:
     sizes = dict.fromkeys(CATEGORIES, 0)
     streams: dict[str, Any] = {}
     values = spec["values"]
@@ -70,7 +71,8 @@ def _leaf_report(spec: dict[str, Any]) -> dict[str, Any]:
         streams["indices"] = _stream(values["indices"], sizes, "indices")
     if spec["codec"] == "sparse":
         streams["gaps"] = _stream(spec["gaps"], sizes, "gaps")
-    sizes["metadata"] = len(json.dumps(spec, separators=(",", ":")).encode())
+    # the leaf's share of the (compressed) metadata section
+    sizes["metadata"] = round(meta_ratio * len(json.dumps(spec, separators=(",", ":")).encode()))
     total = sum(sizes.values())
     elements = int(np.prod(spec["shape"], dtype=np.int64))
     nnz = int(spec["nnz"])
@@ -127,7 +129,9 @@ def report(artifact: Any, *, dense_bytes: Any = None, **pack_kwargs: Any) -> dic
     else:
         data = pack(artifact, **({"dense_bytes": dense_bytes} | pack_kwargs))
     meta, _ = read_artifact(data)
-    leaves = [_leaf_report(s) for s in meta["leaves"]]
+    stored = struct.unpack("<I", bytes(data[8:12]))[0]
+    ratio = stored / len(json.dumps(meta, separators=(",", ":")).encode())
+    leaves = [_leaf_report(s, ratio) for s in meta["leaves"]]
     totals = {c: sum(leaf["bytes"][c] for leaf in leaves) for c in CATEGORIES}
     file_bytes = len(data)
     totals["overhead"] = file_bytes - sum(totals.values())
