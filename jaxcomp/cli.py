@@ -4,6 +4,12 @@
 reference model with a progress bar, evaluates it, and writes ``metrics.jsonl``, checkpoints and
 ``report.json`` to the output folder. ``--resume`` continues from the latest checkpoint there.
 
+``jaxcomp compress --model lenet300 --data mnist5k --recipe deep-compression --out DIR`` runs
+Deep Compression (train dense or ``--init`` from a ``jaxcomp train`` folder, prune with retraining,
+k-means sharing with centroid fine-tuning, entropy coding) and writes ``DIR/model.jcz``,
+``DIR/report.md``, ``DIR/report.json`` and PNG plots. ``jaxcomp evaluate DIR/model.jcz --data ...``
+loads an artifact and reports its accuracy.
+
 Bad arguments (an unknown model or dataset, a missing file, a malformed ``.npz``) print one line
 ``jaxcomp: error: ...`` and exit with status 2.
 """
@@ -55,6 +61,28 @@ def _positive(kind: type) -> Any:
     return _bounded(kind)
 
 
+def _rules(kind: type) -> Any:
+    """Parses ``'regex=value,regex=value'`` into ordered ``[(regex, value)]`` rules."""
+
+    def parse(text: str) -> list[tuple[str, Any]]:
+        rules = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            rx, sep, value = part.rpartition("=")
+            if not sep or not rx:
+                raise argparse.ArgumentTypeError(f"expected 'regex=value' pairs, got {part!r}")
+            try:
+                rules.append((rx, kind(value)))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{value!r} in {part!r} is not a {kind.__name__}"
+                ) from None
+        if not rules:
+            raise argparse.ArgumentTypeError("expected at least one 'regex=value' pair")
+        return rules
+
+    return parse
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from jaxcomp.data import embedded_names
     from jaxcomp.models import names as model_names
@@ -79,6 +107,31 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     t.add_argument("--augment", action="store_true", help="random crop and flip (32x32 images)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    c = sub.add_parser("compress", help="compress a model end to end into a .jcz artifact")
+    c.add_argument("--model", required=True, help=f"one of {', '.join(model_names())}")
+    c.add_argument("--data", required=True, help="as for train")
+    c.add_argument("--data-dir", default=None, help="TFDS data_dir for tfds:NAME")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--recipe", default="deep-compression", choices=["deep-compression"])
+    c.add_argument("--config", default=None, help="a JSON file of recipe knobs")
+    c.add_argument("--init", default=None,
+                   help="a `jaxcomp train` --out folder: start from its checkpoint")  # fmt: skip
+    c.add_argument("--sparsity", default=None, type=_rules(float),
+                   help="per-layer fraction pruned, e.g. 'Dense_0=0.95,Dense=0.8'")  # fmt: skip
+    c.add_argument("--bits", default=None, type=_rules(int),
+                   help="per-layer codebook index bits, e.g. 'Conv=8,Dense=5'")  # fmt: skip
+    for knob in ("dense-epochs", "prune-epochs", "retrain-epochs", "quant-epochs"):
+        c.add_argument(f"--{knob}", type=_bounded(int, allow_zero=True), default=None)
+    c.add_argument("--batch-size", type=_positive(int), default=None)
+    c.add_argument("--coder", choices=["huffman", "ans"], default=None)
+    c.add_argument("--seed", type=_bounded(int, allow_zero=True), default=None)
+    c.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    e = sub.add_parser("evaluate", help="report the test accuracy of a .jcz artifact")
+    e.add_argument("artifact", help="path to a .jcz written by `jaxcomp compress`")
+    e.add_argument("--data", required=True, help="as for train")
+    e.add_argument("--data-dir", default=None, help="TFDS data_dir for tfds:NAME")
     return p
 
 
@@ -177,6 +230,163 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _restore_variables(model: Any, ds: Any, folder: str) -> dict[str, Any]:
+    """The variables of the latest checkpoint of a ``jaxcomp train`` output folder."""
+    import jax
+    import optax
+
+    from jaxcomp import models
+    from jaxcomp import train
+    from jaxcomp.errors import CheckpointError
+
+    ckdir = os.path.join(folder, "checkpoints")
+    if not os.path.isdir(ckdir):
+        raise _UsageError(f"--init: {folder} has no checkpoints/ (is it a `jaxcomp train` --out?)")
+    variables = models.init(model, jax.random.key(0), ds.input_shape)
+    template = train.TrainState.create(
+        apply_fn=model.apply, variables=variables, tx=optax.adam(1e-3), key=jax.random.key(0)
+    )
+    ck = train.Checkpointer(ckdir)
+    try:
+        state = ck.restore(template)
+    except CheckpointError as e:
+        raise _UsageError(f"--init: {e}") from e
+    finally:
+        ck.close()
+    return state.variables()
+
+
+def _recipe_config(args: argparse.Namespace) -> Any:
+    from jaxcomp import recipes
+
+    if args.model not in recipes.PRESETS and (args.sparsity is None or args.bits is None):
+        if args.config is None:
+            raise _UsageError(
+                f"no preset for --model {args.model}; give --sparsity and --bits (or --config); "
+                f"presets exist for {', '.join(recipes.PRESETS)}"
+            )
+    cfg = recipes.PRESETS.get(args.model)
+    changes: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                changes.update(json.load(f))
+        except OSError as e:
+            raise _UsageError(f"--config: cannot read {args.config}: {e.strerror}") from e
+        except json.JSONDecodeError as e:
+            raise _UsageError(f"--config: {args.config} is not valid JSON: {e}") from e
+        if not isinstance(changes, dict):
+            raise _UsageError(f"--config: {args.config} must hold a JSON object")
+        for key in ("sparsity", "bits"):
+            if key in changes:
+                changes[key] = [tuple(r) for r in changes[key]]
+    for key in ("sparsity", "bits", "dense_epochs", "prune_epochs", "retrain_epochs",
+                "quant_epochs", "batch_size", "coder", "seed"):  # fmt: skip
+        value = getattr(args, key)
+        if value is not None:
+            changes[key] = value
+    try:
+        if cfg is None:
+            return recipes.DeepCompression(**changes)
+        return cfg.replace(**changes)
+    except TypeError as e:
+        raise _UsageError(f"--config: {e}") from e
+    except ValueError as e:
+        raise _UsageError(str(e)) from e
+
+
+def _compress(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxcomp import analysis
+    from jaxcomp import models
+    from jaxcomp import recipes
+    from jaxcomp.errors import SelectionError
+
+    ds = _load_data(args.data, args.data_dir)
+    try:
+        model = models.get(args.model, num_classes=ds.num_classes)
+    except ValueError as e:
+        raise _UsageError(str(e)) from e
+    cfg = _recipe_config(args)
+    variables = None if args.init is None else _restore_variables(model, ds, args.init)
+    os.makedirs(args.out, exist_ok=True)
+    meta = {"model": args.model, "num_classes": ds.num_classes,
+            "input_shape": list(ds.input_shape), "data": args.data}  # fmt: skip
+    try:
+        res = recipes.deep_compression(
+            model, ds, cfg, variables=variables, metadata=meta, progress=not args.no_progress,
+            log=lambda line: print(line, file=sys.stderr),
+        )  # fmt: skip
+    except SelectionError as e:
+        raise _UsageError(str(e).splitlines()[0]) from e
+    path = os.path.join(args.out, "model.jcz")
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(res.artifact)
+    os.replace(tmp, path)
+    dense_params, _ = recipes.load_artifact(res.artifact)
+    layers = recipes.layer_rows(res.report, dense_params["params"])
+    summary = {
+        "model": args.model,
+        "data": args.data,
+        "recipe": args.recipe,
+        "baseline_accuracy": res.baseline_accuracy,
+        "final_accuracy": res.final_accuracy,
+        "accuracy_change_pp": 100 * (res.final_accuracy - res.baseline_accuracy),
+        "dense_bytes": res.report["dense_bytes"],
+        "compressed_bytes": res.report["file_bytes"],
+        "compression_ratio": res.report["compression_ratio"],
+        "params": analysis.param_count(dense_params["params"]),
+        "nonzeros": analysis.nonzero_count(dense_params["params"]),
+    }
+    with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as f:
+        title = f"Deep Compression of {args.model} on {args.data}"
+        f.write(recipes.markdown_report(title=title, summary=summary, stages=res.stages,
+                                        layers=layers))  # fmt: skip
+    recipes.plot_stages(res.stages, os.path.join(args.out, "stages.png"))
+    recipes.plot_layers(layers, os.path.join(args.out, "layers.png"))
+    import dataclasses
+
+    cfg_json = {k: (list(map(list, v)) if k in ("sparsity", "bits") else v)
+                for k, v in dataclasses.asdict(cfg).items()}  # fmt: skip
+    return {**summary, "config": cfg_json, "stages": res.stages, "layers": layers,
+            "bytes": res.report["bytes"]}  # fmt: skip
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    import jax
+    import optax
+
+    from jaxcomp import models
+    from jaxcomp import recipes
+    from jaxcomp import train
+    from jaxcomp.errors import CorruptArtifactError
+
+    if not os.path.isfile(args.artifact):
+        raise _UsageError(f"{args.artifact}: no such file")
+    try:
+        variables, meta = recipes.load_artifact(args.artifact)
+    except CorruptArtifactError as e:
+        raise _UsageError(f"{args.artifact}: {e}") from e
+    user = meta
+    ds = _load_data(args.data, args.data_dir)
+    name = user.get("model")
+    try:
+        model = models.get(name, num_classes=int(user.get("num_classes", ds.num_classes)))
+    except (ValueError, TypeError) as e:
+        raise _UsageError(f"{args.artifact}: its model {name!r} is unknown: {e}") from e
+    if tuple(user.get("input_shape", ds.input_shape)) != tuple(ds.input_shape):
+        raise _UsageError(
+            f"--data {args.data} has inputs {ds.input_shape}, the artifact's model takes "
+            f"{tuple(user['input_shape'])}"
+        )
+    state = train.TrainState.create(apply_fn=model.apply, variables=variables,
+                                    tx=optax.identity(), key=jax.random.key(0))  # fmt: skip
+    ev = train.evaluate(state, ds.x_test, ds.y_test)
+    return {"artifact": args.artifact, "model": name, "data": args.data,
+            "bytes": os.path.getsize(args.artifact), "test_accuracy": ev["accuracy"],
+            "test_loss": ev["loss"]}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = _build_parser().parse_args(argv)
@@ -186,6 +396,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.resume and not os.path.isdir(args.out):
                 raise _UsageError(f"--resume: {args.out} does not exist")
             report = _train(args)
+        elif args.command == "compress":
+            report = _compress(args)
+        elif args.command == "evaluate":
+            report = _evaluate(args)
+            print(json.dumps(report))
+            return 0
         else:  # pragma: no cover - argparse rejects unknown commands
             raise _UsageError(f"unknown command {args.command}")
     except _UsageError as e:
@@ -194,6 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
+    if args.command == "compress":
+        print(
+            f"{report['model']} on {report['data']}: {report['compressed_bytes']:,} bytes, "
+            f"{report['compression_ratio']:.1f}x smaller; test accuracy "
+            f"{report['baseline_accuracy']:.4f} -> {report['final_accuracy']:.4f} "
+            f"-> {args.out}/model.jcz"
+        )
+        return 0
     print(
         f"{report['model']} on {report['data']}: test accuracy {report['test_accuracy']:.4f} "
         f"({report['params']:,} params, {report['flops']:,} MACs) -> {args.out}/report.json"

@@ -44,6 +44,7 @@ from jaxcomp.core import identity
 from jaxcomp.core import partition
 from jaxcomp.core import path_str
 from jaxcomp.data import Dataset
+from jaxcomp.errors import CorruptArtifactError
 from jaxcomp.errors import SelectionError
 
 __all__ = [
@@ -51,8 +52,11 @@ __all__ = [
     "DeepCompression",
     "DeepCompressionResult",
     "deep_compression",
-    "load_artifact_params",
+    "load_artifact",
 ]
+
+
+_UNCOVERED = "uncovered"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +147,7 @@ class DeepCompressionResult:
       stages: one record per stage: ``stage``, ``test_accuracy``, ``bytes`` (the model's size after
         that stage: float32 dense, float32 of the kept weights plus indices, and the artifact).
       final_params: the finalized params (codebook nodes for shared kernels).
-      artifact: the artifact's bytes.
+      artifact: the artifact's bytes: ``{"params": final_params, **collections}`` packed.
       report: :func:`jaxcomp.encode.report` of the artifact.
       baseline_accuracy, final_accuracy: dense and artifact test accuracy.
     """
@@ -181,12 +185,32 @@ def _kernel_paths(params: Any) -> list[str]:
     return [path_str(p) for p, m in jax.tree_util.tree_leaves_with_path(mask) if m]
 
 
-def load_artifact_params(blob_or_path: bytes | str | os.PathLike[str]) -> tuple[Any, dict]:
-    """Loads a ``.jcz`` (bytes or path) and returns ``(dense params, metadata)``."""
+def _rule_values(rules: Any, params: Any, kernels: list[str], what: str) -> dict[str, Any]:
+    """Each kernel's value under ordered ``(regex, value)`` rules; every kernel must be covered."""
+    values = select.resolve_rules(list(rules), params, default=_UNCOVERED, what=what)
+    out = {path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(values)}
+    uncovered = [k for k in kernels if out[k] is _UNCOVERED]
+    if uncovered:
+        raise SelectionError(f"{what}: no rule covers the kernels {uncovered}")
+    return {k: out[k] for k in kernels}
+
+
+def load_artifact(blob_or_path: bytes | str | os.PathLike[str]) -> tuple[dict[str, Any], dict]:
+    """Loads a ``.jcz`` written by :func:`deep_compression` (bytes or a path).
+
+    Returns:
+      ``(variables, metadata)``: the model's variables with dense params (codebooks expanded),
+      ready for ``model.apply``, and the artifact's metadata.
+
+    Raises:
+      CorruptArtifactError: the artifact is damaged or is not a model's variables.
+    """
     if isinstance(blob_or_path, bytes | bytearray | memoryview):
         tree, meta = encode.unpack(bytes(blob_or_path))
     else:
         tree, meta = encode.load(blob_or_path)
+    if not isinstance(tree, dict) or "params" not in tree:
+        raise CorruptArtifactError("the artifact does not hold model variables (no 'params')")
     return jax.tree.map(np.asarray, quant.to_dense(tree)), meta
 
 
@@ -238,18 +262,12 @@ def deep_compression(
 
     # 2. gradual pruning, then retraining at the final masks
     kernels = _kernel_paths(dense_params)
-    targets = select.resolve_rules(list(config.sparsity), dense_params, default=None,
-                                   what="DeepCompression.sparsity")  # fmt: skip
+    target_of = _rule_values(config.sparsity, dense_params, kernels, "DeepCompression.sparsity")
     steps_per_epoch = data.num_train // min(config.batch_size, data.num_train)
     ramp_end = max(1, config.prune_epochs * steps_per_epoch)
-    per_leaf = {}
-    for (p, _), s in zip(
-        jax.tree_util.tree_leaves_with_path(dense_params), jax.tree.leaves(targets), strict=True
-    ):
-        if path_str(p) in kernels:
-            if s is None:
-                raise SelectionError(f"DeepCompression.sparsity: no rule covers {path_str(p)}")
-            per_leaf[path_str(p)] = schedules.polynomial(0.0, float(s), begin=0, end=ramp_end)
+    per_leaf = {
+        k: schedules.polynomial(0.0, float(s), begin=0, end=ramp_end) for k, s in target_of.items()
+    }
     pruner = prune.magnitude(sparsity=per_leaf, update_every=config.mask_every)
     st = _state(model, variables, optax.adam(config.lr), k_prune, pruner)
     st = _fit(st, data, config, config.prune_epochs + config.retrain_epochs, progress,
@@ -265,13 +283,7 @@ def deep_compression(
     log(f"pruned: test accuracy {acc:.4f}, {nnz:,} nonzeros")
 
     # 3. trained quantization: k-means per layer, centroids fine-tuned
-    bits = select.resolve_rules(
-        list(config.bits), pruned, default=None, what="DeepCompression.bits"
-    )
-    bit_of = {path_str(p): b for p, b in jax.tree_util.tree_leaves_with_path(bits)}
-    uncovered = [k for k in kernels if bit_of[k] is None]
-    if uncovered:
-        raise SelectionError(f"DeepCompression.bits: no rule covers kernels {uncovered}")
+    bit_of = _rule_values(config.bits, pruned, kernels, "DeepCompression.bits")
     labels = jax.tree_util.tree_map_with_path(
         lambda p, _: f"bits{bit_of[path_str(p)]}" if path_str(p) in kernels else "keep", pruned
     )
@@ -286,9 +298,12 @@ def deep_compression(
     # 4. encode, then load back and evaluate the bytes on disk
     meta = dict(metadata or {})
     meta.update({"recipe": "deep-compression", "baseline_accuracy": baseline})
-    blob = encode.pack(final, metadata=meta, coder=config.coder, dense_bytes=dense_bytes)
-    loaded, _ = load_artifact_params(blob)
-    final_vars = {"params": loaded, **st.model_state}
+    blob = encode.pack(
+        {"params": final, **st.model_state}, metadata=meta, coder=config.coder,
+        dense_bytes=dense_bytes,
+    )  # fmt: skip
+    final_vars, _ = load_artifact(blob)
+    loaded = final_vars["params"]
     final_acc = _accuracy(_state(model, final_vars, optax.identity(), k_quant), data)
     stages.append({"stage": "quantized+coded", "test_accuracy": final_acc, "bytes": len(blob),
                    "nonzeros": analysis.nonzero_count(loaded)})  # fmt: skip

@@ -1,0 +1,129 @@
+"""Deep Compression end to end: exact sparsity, shared values, bit-exact artifact, the command."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import jaxcomp as jc
+from jaxcomp import recipes
+from jaxcomp.errors import SelectionError
+
+TOY = recipes.DeepCompression(
+    sparsity=[("Dense_0", 0.9), ("Dense_1", 0.8), ("Dense_2", 0.5)],
+    bits=[("Dense_2", 4), ("Dense", 3)],
+    dense_epochs=2, prune_epochs=1, retrain_epochs=1, quant_epochs=1, mask_every=5,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return jc.data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def run(digits):
+    model = jc.models.get("lenet300", num_classes=10)
+    return model, recipes.deep_compression(model, digits, TOY, progress=False)
+
+
+def test_exact_sparsity_and_shared_values(run):
+    _, res = run
+    variables, _ = recipes.load_artifact(res.artifact)
+    p = variables["params"]
+    for layer, s, bits in (("Dense_0", 0.9, 3), ("Dense_1", 0.8, 3), ("Dense_2", 0.5, 4)):
+        w = p[layer]["kernel"]
+        assert np.sum(w == 0) == int(np.floor(s * w.size))  # exact count, kept through sharing
+        nonzero_values = np.unique(w[w != 0])
+        assert len(nonzero_values) <= 2**bits - 1  # one codebook entry is the pruned zero
+
+
+def test_artifact_is_bit_exact_and_accuracy_is_of_the_bytes(run, digits):
+    model, res = run
+    tree, meta = jc.encode.unpack(res.artifact)
+    for a, b in zip(
+        jax.tree.leaves(tree["params"]), jax.tree.leaves(res.final_params), strict=True
+    ):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert meta["recipe"] == "deep-compression"
+    variables, _ = recipes.load_artifact(res.artifact)
+    logits = model.apply(variables, digits.x_test)
+    acc = int(np.sum(np.argmax(logits, -1) == digits.y_test)) / len(digits.y_test)
+    assert acc == pytest.approx(res.final_accuracy, abs=1e-9)
+    assert [s["stage"] for s in res.stages] == ["dense", "pruned", "quantized+coded"]
+    assert res.stages[-1]["bytes"] == len(res.artifact)
+    assert res.report["compression_ratio"] == pytest.approx(
+        res.stages[0]["bytes"] / len(res.artifact)
+    )
+
+
+def test_bad_recipes():
+    with pytest.raises(ValueError, match="sparsity"):
+        TOY.replace(sparsity=[("Dense", 1.0)])
+    with pytest.raises(ValueError, match="bits"):
+        TOY.replace(bits=[("Dense", 0)])
+    with pytest.raises(ValueError, match="coder"):
+        TOY.replace(coder="gzip")
+
+
+def test_rule_that_misses_a_kernel(digits):
+    model = jc.models.get("lenet300", num_classes=10)
+    cfg = TOY.replace(sparsity=[("Dense_0", 0.5)], dense_epochs=0, prune_epochs=0,
+                      retrain_epochs=0, quant_epochs=0)  # fmt: skip
+    with pytest.raises(SelectionError, match="Dense_1"):
+        recipes.deep_compression(model, digits, cfg, progress=False)
+
+
+def _cli(args):
+    return subprocess.run([sys.executable, "-m", "jaxcomp.cli", *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_compress_and_evaluate_commands(tmp_path):
+    train = _cli(["train", "--model", "lenet300", "--data", "digits", "--epochs", "2",
+                  "--out", str(tmp_path / "t"), "--no-progress"])  # fmt: skip
+    assert train.returncode == 0, train.stderr[-2000:]
+    out = tmp_path / "c"
+    r = _cli(["compress", "--model", "lenet300", "--data", "digits", "--out", str(out),
+              "--init", str(tmp_path / "t"), "--prune-epochs", "1", "--retrain-epochs", "0",
+              "--quant-epochs", "1", "--sparsity", "Dense_0=0.9,Dense=0.7", "--bits", "Dense=4",
+              "--coder", "ans", "--no-progress"])  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    for key in ("baseline_accuracy", "final_accuracy", "dense_bytes", "compressed_bytes",
+                "compression_ratio", "layers"):  # fmt: skip
+        assert key in report
+    assert report["compressed_bytes"] == (out / "model.jcz").stat().st_size
+    assert report["dense_bytes"] == 4 * report["params"]
+    assert [row["layer"] for row in report["layers"]] == ["Dense_0", "Dense_1", "Dense_2"]
+    assert report["config"]["coder"] == "ans"
+    assert (out / "stages.png").stat().st_size > 0 and (out / "layers.png").stat().st_size > 0
+    assert "| Dense_0 |" in (out / "report.md").read_text()
+    ev = _cli(["evaluate", str(out / "model.jcz"), "--data", "digits"])
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads(ev.stdout)["test_accuracy"] == pytest.approx(report["final_accuracy"])
+    # the dense baseline is the --init checkpoint's own accuracy
+    trained = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert report["baseline_accuracy"] == pytest.approx(trained["test_accuracy"])
+
+
+def test_compress_and_evaluate_errors(tmp_path):
+    def bad(args, needle):
+        r = _cli(args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert needle in r.stderr
+
+    bad(["compress", "--model", "lenet300", "--data", "digits", "--out", str(tmp_path),
+         "--sparsity", "Dense_0"], "regex=value")  # fmt: skip
+    bad(["compress", "--model", "resnet20", "--data", "digits", "--out", str(tmp_path)],
+        "--sparsity")  # fmt: skip
+    bad(["compress", "--model", "lenet300", "--data", "digits", "--out", str(tmp_path),
+         "--init", str(tmp_path / "nowhere")], "checkpoints")  # fmt: skip
+    bad(["evaluate", str(tmp_path / "missing.jcz"), "--data", "digits"], "no such file")
+    junk = tmp_path / "junk.jcz"
+    junk.write_bytes(b"JCZ\x00" + b"\x01" * 40)
+    bad(["evaluate", str(junk), "--data", "digits"], "junk.jcz")
