@@ -12,6 +12,7 @@ from jaxcomp import data
 from jaxcomp import encode
 from jaxcomp import errors
 from jaxcomp import models
+from jaxcomp import recipes
 from jaxcomp import schedules
 from jaxcomp import select
 from jaxcomp import train
@@ -37,6 +38,7 @@ __all__ = [
     "masked",
     "models",
     "partition",
+    "recipes",
     "schedules",
     "select",
     "train",

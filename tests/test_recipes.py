@@ -127,3 +127,11 @@ def test_compress_and_evaluate_errors(tmp_path):
     junk = tmp_path / "junk.jcz"
     junk.write_bytes(b"JCZ\x00" + b"\x01" * 40)
     bad(["evaluate", str(junk), "--data", "digits"], "junk.jcz")
+
+
+def test_experiment_smoke(tmp_path):
+    from experiments.deep_compression import run
+
+    rows = run.main(["--smoke", "--out", str(tmp_path), "--models", "lenet300"])
+    assert rows[0]["model"] == "lenet300" and rows[0]["ratio"] > 1
+    assert (tmp_path / "summary.md").read_text().count("| lenet300 |") == 1
