@@ -9,6 +9,7 @@ from jaxcomp import adapt
 from jaxcomp import analysis
 from jaxcomp import core
 from jaxcomp import data
+from jaxcomp import distill
 from jaxcomp import encode
 from jaxcomp import errors
 from jaxcomp import models
@@ -32,6 +33,7 @@ __all__ = [
     "chain",
     "core",
     "data",
+    "distill",
     "encode",
     "errors",
     "identity",

@@ -8,6 +8,7 @@ apply the optimizer, then let the transform do its between-step work with ``tran
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -125,6 +126,7 @@ def make_train_step(
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
+@functools.lru_cache(maxsize=32)
 def make_eval_step(
     loss: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
     *,
@@ -133,7 +135,8 @@ def make_eval_step(
     """Builds the jitted ``(state, x, y, valid) -> {"correct", "loss_sum", "count"}``.
 
     ``valid`` is a boolean vector marking real examples, so that a final partial batch padded to
-    the static batch shape is counted exactly.
+    the static batch shape is counted exactly. The same arguments give the same jitted function,
+    so repeated :func:`evaluate` calls reuse its compilations.
     """
 
     def step(state: TrainState, x, y, valid):

@@ -1,0 +1,1 @@
+"""Knowledge distillation experiments (see docs/distillation.md)."""
