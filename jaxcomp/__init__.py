@@ -13,6 +13,7 @@ from jaxcomp import distill
 from jaxcomp import encode
 from jaxcomp import errors
 from jaxcomp import models
+from jaxcomp import quant
 from jaxcomp import recipes
 from jaxcomp import schedules
 from jaxcomp import select
@@ -40,6 +41,7 @@ __all__ = [
     "masked",
     "models",
     "partition",
+    "quant",
     "recipes",
     "schedules",
     "select",

@@ -1,0 +1,138 @@
+"""Overhead of W8A8 quantization-aware training: the jitted training step against fp32.
+
+For an MLP 784-1024-1024-10 and LeNet-5 at batch 256, four jitted training steps (forward,
+backward, Adam, the transform's update; ``jc.train.make_train_step``) are timed interleaved in the
+same process (``jc.analysis.compare_latency``):
+
+* ``fp32``: the plain model;
+* ``w8a8_fake``: weights fake-quantized by ``jc.quant.fake_quant(bits=8, per_channel=True)`` and
+  layer inputs by ``jc.quant.activations(model.apply, rules=[(".*", 8)])``, all in float (the usual
+  simulated quantization);
+* ``w8a8_int``: the same model, with ``int_matmul=True``: the forward contractions run as
+  int8 x int8 -> int32 and the backward in float on the dequantized operands (a ``custom_vjp``);
+* ``w8a8_int_adapter_only``: ``int_matmul=True`` without the weight transform: the adapter already
+  quantizes each kernel per output channel for its int8 matmul (what the transform would add is
+  the same values again).
+
+The ratio is each step's median time over the fp32 step's (``ratio_of_min`` compares the fastest
+calls, which suffer least from other processes on a shared machine). Target: at most 0.85.
+
+Run: ``python -m experiments.benchmarks.qat_overhead [--smoke] [--repeats N]``; prints one JSON
+object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+import jaxcomp as jc
+import jaxcomp.quant as jq
+
+
+class MLP(nn.Module):
+    """784-1024-1024-10 with ReLU."""
+
+    hidden: Sequence[int] = (1024, 1024)
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        for i, h in enumerate(self.hidden):
+            x = nn.relu(nn.Dense(h, name=f"Dense_{i}")(x))
+        return nn.Dense(self.num_classes, name=f"Dense_{len(self.hidden)}")(x)
+
+
+def _states(model: nn.Module, batch: int, shape: tuple[int, ...]) -> dict[str, Any]:
+    v = jc.models.init(model, jax.random.key(0), shape)
+    rules = [(".*", 8)]
+    configs = {
+        "fp32": (model.apply, None),
+        "w8a8_fake": (jq.activations(model.apply, rules), jq.fake_quant(bits=8, per_channel=True)),
+        "w8a8_int": (
+            jq.activations(model.apply, rules, int_matmul=True),
+            jq.fake_quant(bits=8, per_channel=True),
+        ),
+        "w8a8_int_adapter_only": (jq.activations(model.apply, rules, int_matmul=True), None),
+    }
+    out = {}
+    for name, (apply_fn, transform) in configs.items():
+        out[name] = jc.train.TrainState.create(
+            apply_fn=apply_fn, variables=v, tx=optax.adam(1e-3), key=jax.random.key(1),
+            transform=transform,
+        )  # fmt: skip
+    del batch
+    return out
+
+
+def bench(model: nn.Module, *, batch: int, shape: tuple[int, ...], repeats: int) -> dict:
+    """Interleaved timings of the four steps; returns medians and ratios to fp32."""
+    states = _states(model, batch, shape)
+    step = jc.train.make_train_step(donate=False)
+    x = jax.random.uniform(jax.random.key(2), (batch, *shape), jnp.float32)
+    y = jax.random.randint(jax.random.key(3), (batch,), 0, 10)
+    names = list(states)
+
+    def make(i):
+        return lambda ss, b: step(ss[i], b)
+
+    fns = {name: make(i) for i, name in enumerate(names)}
+    ss = tuple(states[n] for n in names)
+    res = jc.analysis.compare_latency(fns, ss, (x, y), repeats=repeats, warmup=3, rounds=10)
+    base_min = res["fp32"]["min_s"]
+    return {
+        n: {
+            "median_ms": r["median_s"] * 1e3,
+            "min_ms": r["min_s"] * 1e3,
+            "ratio": r["ratio"],
+            "ratio_of_min": r["min_s"] / base_min,
+        }
+        for n, r in res.items()
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, few repeats")
+    parser.add_argument("--repeats", type=int, default=60)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        cases = {"mlp": (MLP(hidden=(32, 32)), 16, (8, 8, 1)), "lenet5": None}
+        repeats = 3
+    else:
+        cases = {"mlp": (MLP(), 256, (28, 28, 1)), "lenet5": (jc.models.get("lenet5"), 256,
+                                                               (28, 28, 1))}  # fmt: skip
+        repeats = args.repeats
+    result: dict[str, Any] = {
+        "benchmark": "qat_overhead",
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "backend": jax.default_backend(),
+            "jax": jax.__version__,
+        },
+        "batch": 256 if not args.smoke else 16,
+        "repeats": repeats,
+    }
+    for name, case in cases.items():
+        if case is None:
+            continue
+        model, batch, shape = case
+        result[name] = bench(model, batch=batch, shape=shape, repeats=repeats)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Quantization experiments (LeNet-5 on mnist5k: accuracy against bits)."""

@@ -1,0 +1,342 @@
+"""The quantization primitives every quantizer in :mod:`jaxcomp.quant` reuses.
+
+Uniform affine quantization maps a real ``x`` to an integer code
+``q = clip(round(x / scale) + zero_point, qmin, qmax)`` and back to ``(q - zero_point) * scale``.
+Fake quantization does both in floating point, so the forward pass sees the rounded values while
+the backward pass uses the straight-through estimator (STE) with clipping: the gradient is 1 where
+``x`` lies inside the representable range and 0 outside (Bengio et al. 2013; Jacob et al. 2018).
+Rounding is to nearest, or stochastic (up with probability ``v - floor(v)``), which is unbiased and
+lets small updates survive low-precision storage (Gupta et al. 2015).
+
+Everything here is a pure ``jnp`` function, jit-able and differentiable, written once: fake
+quantization, fixed point, activation quantization, the int8 kernels and the binary quantizers all
+call these.
+
+References:
+  Gupta, Agrawal, Gopalakrishnan and Narayanan, "Deep learning with limited numerical
+  precision", ICML 2015, arXiv:1502.02551.
+
+  Jacob et al., "Quantization and training of neural networks for efficient integer-arithmetic-only
+  inference", CVPR 2018, arXiv:1712.05877.
+
+  Bengio, Léonard and Courville, "Estimating or propagating gradients through stochastic neurons
+  for conditional computation", 2013, arXiv:1308.3432.
+
+  Esser et al., "Learned step size quantization", ICLR 2020, arXiv:1902.08153.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp.core import MaskedNode
+from jaxcomp.core import path_str
+
+__all__ = [
+    "ROUNDINGS",
+    "Spec",
+    "broadcast_channel",
+    "build_spec",
+    "check_axis",
+    "check_bits",
+    "code_dtype",
+    "dequantize",
+    "fake_quantize",
+    "grad_scale",
+    "key_data",
+    "map_spec",
+    "qparams_from_range",
+    "qrange",
+    "quantize",
+    "reduce_axes",
+    "round_ste",
+    "round_value",
+    "sign_ste",
+]
+
+ROUNDINGS = ("nearest", "stochastic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A leafless pytree node carrying a leaf's static quantizer settings (axis, bits...).
+
+    Transforms keep a tree of these in their state, ``MaskedNode()`` where a leaf is not
+    selected: the selection and the per-leaf settings then live in the state's tree structure, so
+    they travel through ``jit``, ``chain`` and ``partition`` without being traced.
+    """
+
+    value: Any = None
+
+
+jax.tree_util.register_dataclass(Spec, data_fields=[], meta_fields=["value"])
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, Spec | MaskedNode)
+
+
+def build_spec(mask: Any, params: Any, fn: Callable[[str, Any], Any]) -> Any:
+    """A spec tree: ``Spec(fn(path, leaf))`` where ``mask`` is True, ``MaskedNode()`` elsewhere."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, m, x: Spec(fn(path_str(p), x)) if m else MaskedNode(), mask, params
+    )
+
+
+def map_spec(fn: Callable[..., Any], spec: Any, tree: Any, *rest: Any) -> Any:
+    """``fn(index, spec_value, subtree, *rest_subtrees)`` at each selected position of ``spec``.
+
+    ``tree`` and ``rest`` must have the spec's structure as a prefix; unselected subtrees of
+    ``tree`` are returned unchanged. ``index`` counts the selected leaves in flattening order (to
+    fold into PRNG keys).
+    """
+    specs, treedef = jax.tree.flatten(spec, is_leaf=_is_spec)
+    subs = treedef.flatten_up_to(tree)
+    rests = [treedef.flatten_up_to(r) for r in rest]
+    out, i = [], 0
+    for k, (sp, sub) in enumerate(zip(specs, subs, strict=True)):
+        if isinstance(sp, Spec):
+            out.append(fn(i, sp.value, sub, *(r[k] for r in rests)))
+            i += 1
+        else:
+            out.append(sub)
+    return jax.tree.unflatten(treedef, out)
+
+
+def key_data(key: Any, *, what: str = "key") -> jax.Array:
+    """The raw ``uint32`` data of a typed PRNG key (kept in states so they compare as arrays)."""
+    if key is None or not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        raise ValueError(f"{what} must be a typed PRNG key from jax.random.key(seed), got {key!r}")
+    return jax.random.key_data(key)
+
+
+def check_bits(bits: Any, *, lo: int = 1, hi: int = 16, what: str = "bits") -> int:
+    """Validates a bit width: an int in ``[lo, hi]``.
+
+    Raises:
+      ValueError: ``bits`` is not an int in range (the message names ``what`` and the range).
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not lo <= bits <= hi:
+        raise ValueError(f"{what} must be an int in [{lo}, {hi}], got {bits!r}")
+    return int(bits)
+
+
+def qrange(bits: int, *, symmetric: bool) -> tuple[int, int]:
+    """The signed integer code range of a ``bits``-bit quantizer.
+
+    Symmetric quantizers use the narrow range ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` (so that ``-x``
+    is representable when ``x`` is, and zero is exact); asymmetric ones the full signed range
+    ``[-2**(b-1), 2**(b-1) - 1]`` with a zero point. Both fit the signed integer type of ``bits``.
+
+    Examples:
+        >>> qrange(8, symmetric=True), qrange(8, symmetric=False)
+        ((-127, 127), (-128, 127))
+    """
+    half = 2 ** (bits - 1)
+    return (-(half - 1), half - 1) if symmetric else (-half, half - 1)
+
+
+def code_dtype(bits: int) -> jnp.dtype:
+    """The smallest signed integer type that holds ``bits``-bit codes (int8 or int16)."""
+    return jnp.dtype(jnp.int8) if bits <= 8 else jnp.dtype(jnp.int16)
+
+
+def check_axis(axis: int, ndim: int, *, what: str = "axis") -> int:
+    """Normalizes a channel axis, raising ``ValueError`` if the array has no such axis."""
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        raise ValueError(f"{what} must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"{what}={axis} does not exist in an array of {ndim} dimensions "
+            f"(allowed: {-ndim} to {ndim - 1})"
+        )
+    return int(axis) % ndim
+
+
+def reduce_axes(ndim: int, axis: int | None) -> tuple[int, ...]:
+    """The axes to reduce over for per-tensor (``axis=None``) or per-channel statistics."""
+    return tuple(i for i in range(ndim) if i != axis)
+
+
+def broadcast_channel(v: jax.Array, ndim: int, axis: int | None) -> jax.Array:
+    """Reshapes a per-channel vector ``(C,)`` so it broadcasts along ``axis`` of an ``ndim`` array.
+
+    A scalar (per-tensor) value is returned unchanged.
+    """
+    v = jnp.asarray(v)
+    if axis is None or v.ndim == 0:
+        return v
+    shape = [1] * ndim
+    shape[axis] = v.shape[0]
+    return v.reshape(shape)
+
+
+def qparams_from_range(
+    lo: jax.Array, hi: jax.Array, *, bits: int, symmetric: bool
+) -> tuple[jax.Array, jax.Array]:
+    """Scale and zero point that map ``[lo, hi]`` onto the ``bits``-bit code range.
+
+    The range is widened to contain 0 so that zero is represented exactly (zero padding and
+    pruned weights stay exact). A degenerate range (all zeros) gets scale 1.
+
+    Args:
+      lo: the smallest value to represent (scalar or per channel).
+      hi: the largest value to represent.
+      bits: the bit width.
+      symmetric: symmetric (zero point 0, scale ``max(|lo|, |hi|) / qmax``) or affine.
+
+    Returns:
+      ``(scale, zero_point)``, float32 scale and float32 integer-valued zero point, shaped like
+      ``lo``.
+    """
+    qmin, qmax = qrange(bits, symmetric=symmetric)
+    lo = jnp.minimum(jnp.asarray(lo, jnp.float32), 0.0)
+    hi = jnp.maximum(jnp.asarray(hi, jnp.float32), 0.0)
+    if symmetric:
+        scale = jnp.maximum(-lo, hi) / qmax
+        zero_point = jnp.zeros_like(scale)
+    else:
+        scale = (hi - lo) / (qmax - qmin)
+        safe = jnp.where(scale > 0, scale, 1.0)
+        zero_point = jnp.clip(jnp.round(qmin - lo / safe), qmin, qmax)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    return scale, zero_point
+
+
+def round_value(v: jax.Array, rounding: str, key: jax.Array | None) -> jax.Array:
+    """Rounds ``v`` to integers, to nearest or stochastically (up with probability ``frac(v)``)."""
+    if rounding == "nearest":
+        return jnp.round(v)
+    if rounding == "stochastic":
+        if key is None:
+            raise ValueError("rounding='stochastic' needs key=, a jax.random.key")
+        # floor(v) + [u < frac(v)]: unbiased, and unlike floor(v + u) it does not depend on how
+        # XLA fuses the addition, so jit and eager draw the same codes.
+        fl = jnp.floor(v)
+        return fl + (jax.random.uniform(key, v.shape, v.dtype) < v - fl).astype(v.dtype)
+    raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+
+
+def quantize(
+    x: jax.Array,
+    scale: jax.Array,
+    zero_point: jax.Array,
+    *,
+    bits: int,
+    symmetric: bool,
+    axis: int | None = None,
+    rounding: str = "nearest",
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """Integer codes ``clip(round(x / scale) + zero_point, qmin, qmax)`` in the code dtype.
+
+    Args:
+      x: the real values.
+      scale: the step, a scalar or a per-channel vector along ``axis``.
+      zero_point: the code of 0, shaped like ``scale``.
+      bits: the bit width (codes are int8 up to 8 bits, int16 above).
+      symmetric: which code range (:func:`qrange`).
+      axis: the channel axis of per-channel ``scale``; None for per-tensor.
+      rounding: ``"nearest"`` or ``"stochastic"``.
+      key: the PRNG key of stochastic rounding.
+
+    Returns:
+      The codes, ``x.shape``, int8 or int16.
+    """
+    qmin, qmax = qrange(bits, symmetric=symmetric)
+    s = broadcast_channel(scale, x.ndim, axis)
+    z = broadcast_channel(zero_point, x.ndim, axis)
+    q = jnp.clip(round_value(x / s, rounding, key) + z, qmin, qmax)
+    return q.astype(code_dtype(bits))
+
+
+def dequantize(
+    codes: jax.Array,
+    scale: jax.Array,
+    zero_point: jax.Array,
+    *,
+    axis: int | None = None,
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """The real values ``(codes - zero_point) * scale`` of integer codes."""
+    s = broadcast_channel(scale, codes.ndim, axis)
+    z = broadcast_channel(zero_point, codes.ndim, axis)
+    return ((codes.astype(jnp.float32) - z) * s).astype(dtype)
+
+
+def fake_quantize(
+    x: jax.Array,
+    scale: jax.Array,
+    zero_point: jax.Array,
+    *,
+    bits: int,
+    symmetric: bool,
+    axis: int | None = None,
+    rounding: str = "nearest",
+    key: jax.Array | None = None,
+    clip_gradient: bool = True,
+) -> jax.Array:
+    """Quantize then dequantize, with the clipped straight-through gradient.
+
+    The value is ``dequantize(quantize(x))``. The gradient with respect to ``x`` is exactly 1 where
+    ``x`` lies inside the representable range ``[(qmin - zp) * scale, (qmax - zp) * scale]``
+    (boundaries included, up to float rounding: a thousandth of a step beyond them still counts)
+    and exactly 0 outside; ``scale`` and ``zero_point`` receive no gradient
+    (they come from observers; the learned step of LSQ uses :func:`grad_scale` instead).
+
+    ``clip_gradient=False`` drops the mask (gradient 1 everywhere). It is for callers that know
+    every value is inside, such as a range taken from the tensor's own min and max, and saves a
+    pass over the tensor in the backward.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.array([-3.0, 0.26, 0.9, 5.0])
+        >>> f = lambda x: fake_quantize(x, jnp.float32(0.5), jnp.float32(0.0), bits=3,
+        ...                             symmetric=True)
+        >>> f(x).tolist(), jax.grad(lambda x: f(x).sum())(x).tolist()
+        ([-1.5, 0.5, 1.0, 1.5], [0.0, 1.0, 1.0, 0.0])
+    """
+    qmin, qmax = qrange(bits, symmetric=symmetric)
+    s = jax.lax.stop_gradient(broadcast_channel(scale, x.ndim, axis))
+    z = jax.lax.stop_gradient(broadcast_channel(zero_point, x.ndim, axis))
+    v = x / s + z
+    q = jnp.clip(round_value(jax.lax.stop_gradient(v), rounding, key), qmin, qmax)
+    value = ((q - z) * s).astype(x.dtype)
+    if not clip_gradient:
+        return jax.lax.stop_gradient(value) + (x - jax.lax.stop_gradient(x))
+    tol = _range_tolerance(qmax)
+    inside = ((v >= qmin - tol) & (v <= qmax + tol)).astype(x.dtype)
+    return jax.lax.stop_gradient(value) + (x - jax.lax.stop_gradient(x)) * inside
+
+
+def _range_tolerance(qmax: int) -> float:
+    """How far (in steps) beyond the end codes still counts as inside: float32 rounding of
+    ``x / scale`` (the largest weight of a min/max range lands on ``qmax`` only up to an ulp)."""
+    return 1e-3 + qmax * 2.0**-20
+
+
+def round_ste(v: jax.Array) -> jax.Array:
+    """``round(v)`` whose gradient is 1 (the plain straight-through estimator)."""
+    return v + jax.lax.stop_gradient(jnp.round(v) - v)
+
+
+def grad_scale(x: jax.Array, g: float | jax.Array) -> jax.Array:
+    """The value ``x`` with its gradient multiplied by ``g`` (LSQ's step-size gradient scale)."""
+    return x * g + jax.lax.stop_gradient(x - x * g)
+
+
+def sign_ste(x: jax.Array, *, clip: float | None = 1.0) -> jax.Array:
+    """``sign(x)`` in ``{-1, +1}`` (``sign(0) = +1``) with a straight-through gradient.
+
+    With ``clip`` the gradient is that of the hard tanh, ``1`` where ``|x| <= clip`` and 0 elsewhere
+    (BinaryNet, Hubara et al. 2016); with ``clip=None`` it is 1 everywhere (BinaryConnect).
+    """
+    b = jnp.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+    inside = jnp.ones_like(x) if clip is None else (jnp.abs(x) <= clip).astype(x.dtype)
+    return jax.lax.stop_gradient(b) + (x - jax.lax.stop_gradient(x)) * inside

@@ -1,0 +1,312 @@
+"""Product and residual quantization of weight matrices, and Q-CNN's error-corrected codebooks.
+
+A kernel is viewed as a ``(D, out)`` matrix (its leading axes flattened, the output features last).
+Its ``D`` rows are split into ``M = D / d`` sub-spaces of ``d`` rows; in each sub-space every output
+column's ``d``-vector is replaced by the nearest of ``K`` codewords learned by k-means (product
+quantization, Gong et al. 2014; Jégou et al. 2011). Storage: ``M * out`` indices of
+``log2 K`` bits and ``M * K * d`` codeword values, about ``log2(K) / d`` bits per weight. Residual
+quantization (Gong et al. 2014) quantizes the error again, ``stages`` times, and sums the codewords.
+
+Wu et al. (2016, Q-CNN) observe that what matters is the layer's response, not its weights: with
+calibration inputs ``X`` (``inputs=``, the layer's input rows, im2col patches for convolutions, see
+:func:`jaxcomp.quant.layer_inputs`) they fit the sub-space codebooks to minimize
+``||X W - X W_hat||^2``. Starting from plain product quantization, each round visits every
+sub-space ``m`` and, holding the others fixed, (1) assigns each output column the codeword whose
+response ``X_m c`` is nearest to the residual response ``R = X W - sum_{m' != m} X_m' W_hat_m'``
+and (2) refits each codeword by least squares to the mean residual of its members,
+``c = (X_m^T X_m)^{-1} X_m^T mean(R_j)``.
+
+The codebooks are the ``cparams`` (trainable, like Deep Compression's centroids: each codeword gets
+the summed gradient of the sub-vectors that use it) and the codes the state; ``finalize`` gives
+:class:`~jaxcomp.quant.ProductQuantizedArray` nodes.
+
+References:
+  Gong, Liu, Yang and Bourdev, "Compressing deep convolutional networks using vector
+  quantization", 2014, arXiv:1412.6115.
+
+  Jégou, Douze and Schmid, "Product quantization for nearest neighbor search", IEEE TPAMI, 2011.
+
+  Wu, Leng, Wang, Hu and Cheng, "Quantized convolutional neural networks for mobile devices",
+  CVPR 2016, arXiv:1512.06473.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp.core import MaskedNode
+from jaxcomp.core import Transform
+from jaxcomp.core import path_str
+from jaxcomp.quant._cluster import kmeans_vectors
+from jaxcomp.quant._core import Spec
+from jaxcomp.quant._core import key_data
+from jaxcomp.quant._nodes import ProductQuantizedArray
+from jaxcomp.select import resolve
+
+__all__ = ["ProductQuantState", "product_quant", "residual_quant"]
+
+
+class ProductQuantState(NamedTuple):
+    """The state of :func:`product_quant` and :func:`residual_quant`.
+
+    Attributes:
+      codes: per quantized leaf, ``(S, M, out)`` codeword indices (uint8 for ``K <= 256``);
+        ``MaskedNode()`` elsewhere.
+      spec: per quantized leaf, a leafless node holding the kernel's shape; ``MaskedNode()``
+        elsewhere.
+    """
+
+    codes: Any
+    spec: Any
+
+
+def _is_leafish(x: Any) -> bool:
+    return isinstance(x, MaskedNode | Spec)
+
+
+def _reconstruct(codebooks: jax.Array, codes: jax.Array, shape: tuple[int, ...], dtype) -> Any:
+    return ProductQuantizedArray(codebooks, codes, tuple(shape), dtype).dequantize()
+
+
+@functools.partial(jax.jit, static_argnames=("d", "k", "iterations"))
+def _pq_fit(w2: jax.Array, d: int, k: int, iterations: int, key: jax.Array):
+    """Plain PQ of a (D, out) matrix: codebooks (M, K, d), codes (M, out)."""
+    dd, out = w2.shape
+    m = dd // d
+    sub = jnp.transpose(w2.reshape(m, d, out), (0, 2, 1))  # (M, out, d)
+    keys = jax.random.split(key, m)
+    return jax.vmap(lambda v, kk: kmeans_vectors(v, k=k, iterations=iterations, key=kk))(sub, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("d", "rounds"))
+def _error_correct(x, w2, codebooks, codes, *, d, rounds):
+    """Q-CNN: refit the sub-space codebooks to the layer's response on inputs ``x`` (N, D)."""
+    dd, out = w2.shape
+    m_total, k, _ = codebooks.shape
+    target = x @ w2  # (N, out)
+
+    def recon_m(cb, cd):  # (K, d), (out,) -> (d, out)
+        return cb[cd].T
+
+    w_hat = jnp.transpose(jnp.take_along_axis(codebooks, codes[..., None], axis=1), (0, 2, 1))
+    resp = target - x @ w_hat.reshape(dd, out)  # the current residual response
+
+    def sub_step(m, carry):
+        cbs, cds, resp = carry
+        xm = jax.lax.dynamic_slice_in_dim(x, m * d, d, axis=1)  # (N, d)
+        cb, cd = cbs[m], cds[m]
+        r = resp + xm @ recon_m(cb, cd)  # residual without sub-space m
+        p = xm @ cb.T  # (N, K): responses of the codewords
+        cost = jnp.sum(p**2, axis=0)[None, :] - 2.0 * r.T @ p  # (out, K)
+        cd = jnp.argmin(cost, axis=1).astype(cds.dtype)
+        onehot = jax.nn.one_hot(cd, k, dtype=x.dtype)  # (out, K)
+        cnt = jnp.sum(onehot, axis=0)
+        mean_r = (r @ onehot) / jnp.maximum(cnt, 1.0)[None, :]  # (N, K)
+        g = xm.T @ xm
+        g = g + 1e-6 * (jnp.trace(g) / d + 1e-12) * jnp.eye(d, dtype=x.dtype)
+        fit = jnp.linalg.solve(g, xm.T @ mean_r).T  # (K, d)
+        cb = jnp.where(cnt[:, None] > 0, fit, cb)
+        resp = r - xm @ recon_m(cb, cd)
+        return cbs.at[m].set(cb), cds.at[m].set(cd), resp
+
+    def round_(_, carry):
+        return jax.lax.fori_loop(0, m_total, sub_step, carry)
+
+    cbs, cds, _ = jax.lax.fori_loop(0, rounds, round_, (codebooks, codes, resp))
+    return cbs, cds
+
+
+def _code_dtype(k: int):
+    return jnp.uint8 if k <= 256 else jnp.uint16
+
+
+def _check_int(v: Any, lo: int, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{what} must be an int >= {lo}, got {v!r}")
+    return v
+
+
+def _pq_transform(
+    fn: str,
+    *,
+    subvector: int | None,
+    clusters: int,
+    stages: int,
+    iterations: int,
+    key: jax.Array,
+    inputs: dict[str, Any] | None,
+    rounds: int,
+    where: Any,
+) -> Transform:
+    kd = key_data(key, what=f"{fn}: key")
+
+    def init(params):
+        mask = resolve(where, params, what=f"{fn}(where=...)")
+        pl, treedef = jax.tree_util.tree_flatten_with_path(params)
+        flags = treedef.flatten_up_to(mask)
+        paths = {path_str(p) for (p, _), m in zip(pl, flags, strict=True) if m}
+        unknown = sorted(set(inputs or {}) - paths)
+        if unknown:
+            raise ValueError(f"{fn}: inputs= names leaves that are not quantized: {unknown}")
+        cs, codes, specs = [], [], []
+        for i, ((p, w), m) in enumerate(zip(pl, flags, strict=True)):
+            if not m:
+                cs.append(w)
+                codes.append(MaskedNode())
+                specs.append(MaskedNode())
+                continue
+            path = path_str(p)
+            if w.ndim < 2:
+                raise ValueError(f"{fn}: leaf {path!r} has {w.ndim} dimensions; kernels need >= 2")
+            out = w.shape[-1]
+            dd = math.prod(w.shape[:-1])
+            d = dd if subvector is None else subvector
+            if dd % d:
+                raise ValueError(
+                    f"{fn}: subvector={d} does not divide the {dd} input rows of leaf {path!r} "
+                    f"(shape {w.shape})"
+                )
+            if clusters > out:
+                raise ValueError(
+                    f"{fn}: clusters={clusters} is more than the {out} sub-vectors per sub-space "
+                    f"(output columns) of leaf {path!r}"
+                )
+            w2 = jnp.reshape(w, (dd, out)).astype(jnp.float32)
+            if not isinstance(w, jax.core.Tracer):
+                distinct = np.unique(np.asarray(w2).T, axis=0).shape[0]
+                if distinct < clusters:
+                    raise ValueError(
+                        f"{fn}: clusters={clusters} is more than the {distinct} distinct columns "
+                        f"of leaf {path!r}"
+                    )
+            base = jax.random.fold_in(jax.random.wrap_key_data(kd), i)
+            resid, books, cds = w2, [], []
+            for s in range(stages):
+                sub = jax.random.fold_in(base, s)
+                cb, cd = _pq_fit(resid, d=d, k=clusters, iterations=iterations, key=sub)
+                if inputs is not None and path in inputs:
+                    x = jnp.asarray(inputs[path], jnp.float32)
+                    if x.ndim != 2 or x.shape[1] != dd:
+                        raise ValueError(
+                            f"{fn}: inputs[{path!r}] must be (N, {dd}) rows, got {x.shape}"
+                        )
+                    cb, cd = _error_correct(x, resid, cb, cd, d=d, rounds=rounds)
+                books.append(cb)
+                cds.append(cd)
+                resid = resid - _reconstruct(cb[None], cd[None], (dd, out), jnp.float32)
+            cs.append({"codebooks": jnp.stack(books).astype(w.dtype)})
+            codes.append(jnp.stack(cds).astype(_code_dtype(clusters)))
+            specs.append(Spec(tuple(w.shape)))
+        unflat = lambda xs: jax.tree.unflatten(treedef, xs)
+        return unflat(cs), ProductQuantState(unflat(codes), unflat(specs))
+
+    def apply(cparams, state):
+        def one(sp, cd, c):
+            if isinstance(sp, MaskedNode):
+                return c
+            return _reconstruct(c["codebooks"], cd, sp.value, c["codebooks"].dtype)
+
+        return jax.tree.map(one, state.spec, state.codes, cparams, is_leaf=_is_leafish)
+
+    def update(cparams, state, *, step, grads=None):
+        del step, grads
+        return cparams, state
+
+    def finalize(cparams, state):
+        def one(sp, cd, c):
+            if isinstance(sp, MaskedNode):
+                return c
+            cb = c["codebooks"]
+            return ProductQuantizedArray(cb, cd, sp.value, jnp.dtype(cb.dtype))
+
+        return jax.tree.map(one, state.spec, state.codes, cparams, is_leaf=_is_leafish)
+
+    return Transform(init, apply, update, finalize)
+
+
+def product_quant(
+    *,
+    subvector: int = 4,
+    clusters: int = 16,
+    iterations: int = 20,
+    key: jax.Array,
+    inputs: dict[str, Any] | None = None,
+    rounds: int = 4,
+    where: Any = None,
+) -> Transform:
+    """Product quantization of kernels (Gong et al. 2014), optionally error-corrected (Q-CNN).
+
+    Args:
+      subvector: ``d``, the rows per sub-space; must divide ``prod(kernel.shape[:-1])``.
+      clusters: ``K``, the codewords per sub-space (at most the number of output columns).
+      iterations: k-means iterations.
+      key: the PRNG key of the k-means initialization (required).
+      inputs: Q-CNN error correction: ``{leaf path: X}`` with ``X`` the layer's calibration
+        inputs as ``(N, D)`` rows (:func:`jaxcomp.quant.layer_inputs` builds them); the codebooks
+        of those leaves then minimize ``||X W - X W_hat||`` instead of ``||W - W_hat||``.
+      rounds: error-correction rounds over all sub-spaces.
+      where: the kernels to quantize (default :func:`jaxcomp.select.kernels`).
+
+    Returns:
+      A structure-changing :class:`jaxcomp.Transform`: ``cparams`` hold
+      ``{"codebooks": (1, M, K, d)}`` per leaf, the state is a :class:`ProductQuantState`,
+      ``finalize`` gives :class:`ProductQuantizedArray` nodes.
+
+    Raises:
+      ValueError: a hyperparameter is out of range; at ``init``, a ``subvector`` that does not
+        divide a kernel, more clusters than output columns, or misshapen ``inputs``.
+    """
+    _check_int(subvector, 1, "product_quant: subvector")
+    _check_int(clusters, 1, "product_quant: clusters")
+    _check_int(iterations, 1, "product_quant: iterations")
+    _check_int(rounds, 1, "product_quant: rounds")
+    if inputs is not None and not isinstance(inputs, dict):
+        raise ValueError("product_quant: inputs must be a dict {leaf path: (N, D) array}")
+    return _pq_transform(
+        "product_quant", subvector=subvector, clusters=clusters, stages=1, iterations=iterations,
+        key=key, inputs=inputs, rounds=rounds, where=where,
+    )  # fmt: skip
+
+
+def residual_quant(
+    *,
+    stages: int = 2,
+    clusters: int = 16,
+    subvector: int | None = None,
+    iterations: int = 20,
+    key: jax.Array,
+    where: Any = None,
+) -> Transform:
+    """Residual quantization of kernels (Gong et al. 2014): k-means of the error, stage by stage.
+
+    Args:
+      stages: how many quantizers are summed, >= 1.
+      clusters: codewords per stage (and sub-space).
+      subvector: rows per sub-space; None quantizes each output column whole (Gong et al.).
+      iterations: k-means iterations per stage.
+      key: the PRNG key of the k-means initializations (required).
+      where: the kernels to quantize (default :func:`jaxcomp.select.kernels`).
+
+    Returns:
+      A structure-changing :class:`jaxcomp.Transform` like :func:`product_quant`, with
+      ``(stages, M, K, d)`` codebooks.
+
+    Raises:
+      ValueError: as :func:`product_quant`.
+    """
+    _check_int(stages, 1, "residual_quant: stages")
+    _check_int(clusters, 1, "residual_quant: clusters")
+    _check_int(iterations, 1, "residual_quant: iterations")
+    if subvector is not None:
+        _check_int(subvector, 1, "residual_quant: subvector")
+    return _pq_transform(
+        "residual_quant", subvector=subvector, clusters=clusters, stages=stages,
+        iterations=iterations, key=key, inputs=None, rounds=1, where=where,
+    )  # fmt: skip

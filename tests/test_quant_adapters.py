@@ -1,0 +1,236 @@
+"""jaxcomp.quant apply adapters: activation quantization, calibration, int8 inference, QAT with
+integer matmuls, XNOR and BinaryNet inputs; the experiment and benchmark smokes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+
+import jaxcomp as jc
+from jaxcomp import quant
+from jaxcomp.errors import SelectionError
+
+
+class ConvNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(4, (3, 3))(x))  # SAME padding: the zero-point term needs the window
+        x = nn.relu(nn.Conv(6, (3, 3), padding="VALID")(x))
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(16)(x))
+        return nn.Dense(3)(x)
+
+
+@pytest.fixture(scope="module")
+def net():
+    m = ConvNet()
+    x = jax.random.uniform(jax.random.key(1), (4, 7, 7, 2))
+    v = jax.jit(m.init)(jax.random.key(0), x)
+    # nonzero biases: with zero biases an integer accumulation can be exactly 0 where the float
+    # one is 1e-9, and ReLU's derivative at 0 would make the two backward passes differ
+    v = {"params": jax.tree_util.tree_map_with_path(
+        lambda p, a: a + 0.05 * jax.random.normal(jax.random.key(len(jax.tree_util.keystr(p))),
+                                                  a.shape) if "bias" in jax.tree_util.keystr(p)
+        else a, v["params"])}  # fmt: skip
+    return m, v, x
+
+
+def _rules(bits=8):
+    return [(".*", bits)]
+
+
+def _wq(params, bits=8):
+    t = quant.fake_quant(bits=bits, per_channel=True)
+    c, s = t.init(params)
+    return t, c, s
+
+
+def test_activations_quantize_layer_inputs_with_ste():
+    m = nn.Dense(2)
+    v = m.init(jax.random.key(0), jnp.ones((1, 3)))
+    x = jnp.array([[0.0, 0.4, 1.0], [0.2, 0.9, 0.55]])
+    q = quant.activations(m.apply, [("", 2)])
+    scale, zp = quant.qparams_from_range(0.0, 1.0, bits=2, symmetric=False)
+    xq = quant.fake_quantize(x, scale, zp, bits=2, symmetric=False)
+    np.testing.assert_allclose(q(v, x), m.apply(v, xq), rtol=1e-6)
+    g = jax.grad(lambda x: jnp.sum(q(v, x)))(x)  # STE: the input gradient is the float one
+    np.testing.assert_allclose(g, jax.grad(lambda x: jnp.sum(m.apply(v, x)))(x), rtol=1e-6)
+
+
+def test_rules_select_layers_and_bad_rules(net):
+    m, v, x = net
+    seen = []
+    q = quant.activations(m.apply, [("Dense_1", None), ("Dense", lambda x: seen.append(1) or x)])
+    np.testing.assert_allclose(q(v, x), m.apply(v, x), rtol=1e-6)
+    assert len(seen) == 1  # only Dense_0: Dense_1 is exempt, the convs match no rule
+    with pytest.raises(SelectionError, match="Dense_7"):
+        quant.activations(m.apply, [("Dense_7", 8)])(v, x)
+    for bad in ([("Dense", 17)], [("Dense", 0)], [("Dense", "ternary")], [("(", 8)], []):
+        with pytest.raises(ValueError):
+            quant.activations(m.apply, bad)
+    with pytest.raises(ValueError, match=r"\[2, 8\]"):
+        quant.activations(m.apply, [("Dense", 16)], int_matmul=True)
+
+
+def test_calibration_collection_and_static_ranges(net):
+    m, v, x = net
+    q = quant.activations(m.apply, _rules(4), observer=quant.minmax())
+    cal = quant.calibrate(q, v, [x, 2 * x], train=False)
+    stats = cal[quant.STATS]
+    assert set(stats) == {"Conv_0", "Conv_1", "Dense_0", "Dense_1"}
+    s = stats["Conv_0"]["input"]
+    assert int(s.count) == 2
+    np.testing.assert_allclose(s.hi, 2 * jnp.max(x), rtol=1e-6)
+    # calibrated: a batch beyond the range is clipped (gradient 0 there); dynamic: it is not
+    big = 5 * x
+    out, g = jax.jit(jax.value_and_grad(lambda x: jnp.sum(q(cal, x) ** 2)))(big)
+    assert float(jnp.mean(g == 0)) > 0.3
+    assert not bool(jnp.allclose(out, jnp.sum(q(v, big) ** 2)))
+    _, new = jax.jit(lambda v, x: q(v, x, mutable=[quant.STATS]))(cal, x)
+    assert int(new[quant.STATS]["Dense_0"]["input"].count) == 3
+
+
+def test_stats_update_in_training_steps(net):
+    m, v, x = net
+    q = quant.activations(m.apply, _rules(8))
+    cal = quant.calibrate(q, v, [x])
+    state = jc.train.TrainState.create(
+        apply_fn=q, variables=cal, tx=optax.adam(1e-3), key=jax.random.key(0),
+        transform=quant.fake_quant(),
+    )  # fmt: skip
+    step = jc.train.make_train_step(donate=False)
+    y = jnp.array([0, 1, 2, 0])
+    new, metrics = step(state, (x * 3, y))
+    before = cal[quant.STATS]["Conv_0"]["input"]
+    after = new.model_state[quant.STATS]["Conv_0"]["input"]
+    assert int(after.count) == 2 and float(after.hi) > float(before.hi)  # moving average moved
+    assert np.isfinite(float(metrics["loss"]))
+
+
+def _int32_contractions(jaxpr):
+    """``(primitive, operand dtypes)`` of every dot/conv accumulating in int32, nested included."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            if eqn.params.get("preferred_element_type") == jnp.int32:
+                out.append((eqn.primitive.name, [str(v.aval.dtype) for v in eqn.invars]))
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, tuple | list) else (p,):
+                if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                    out += _int32_contractions(sub.jaxpr)
+                elif hasattr(sub, "eqns"):
+                    out += _int32_contractions(sub)
+    return out
+
+
+def test_run_int8_matches_the_fake_quant_forward(net):
+    m, v, x = net
+    t, c, s = _wq(v["params"])
+    fin = t.finalize(c, s)
+    run = jax.jit(quant.run_int8(m.apply))
+    ref = quant.activations(m.apply, _rules(8), symmetric=True)({"params": t.apply(c, s)}, x)
+    out = run({"params": fin}, x)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    # so far within one quantization step of the output
+    assert float(jnp.max(jnp.abs(out - ref))) < 0.01 * float(jnp.max(jnp.abs(ref))) / 127
+    # affine inputs and calibrated ranges agree with the fake-quant forward too
+    qa = quant.activations(m.apply, _rules(8), symmetric=False)
+    cal = quant.calibrate(qa, {"params": t.apply(c, s)}, [x])
+    ref = qa(cal, x)
+    run = quant.run_int8(m.apply, symmetric=False)
+    out = run({"params": fin, quant.STATS: cal[quant.STATS]}, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_run_int8_uses_integer_kernels(net):
+    m, v, x = net
+    t, c, s = _wq(v["params"])
+    jaxpr = jax.make_jaxpr(quant.run_int8(m.apply))({"params": t.finalize(c, s)}, x)
+    ops = _int32_contractions(jaxpr.jaxpr)
+    assert sorted(name for name, _ in ops) == ["conv_general_dilated"] * 2 + ["dot_general"] * 2
+    assert all(dtypes == ["int8", "int8"] for _, dtypes in ops)
+
+
+def test_run_int8_bad_kernels(net):
+    m, v, x = net
+    t = quant.fake_quant(bits=8, symmetric=False)
+    with pytest.raises(ValueError, match="symmetric"):
+        quant.run_int8(m.apply)({"params": t.finalize(*t.init(v["params"]))}, x)
+    t = quant.fake_quant(bits=12)
+    with pytest.raises(ValueError, match="<= 8"):
+        quant.run_int8(m.apply)({"params": t.finalize(*t.init(v["params"]))}, x)
+    t = quant.kmeans(clusters=2, keep_zeros=False)
+    with pytest.raises(ValueError, match="to_dense"):
+        quant.run_int8(m.apply)({"params": t.finalize(*t.init(v["params"]))}, x)
+    with pytest.raises(ValueError, match="bits"):
+        quant.run_int8(m.apply, bits=9)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int_matmul_qat_equals_fake_quant_forward_and_gradient(net, symmetric):
+    m, v, x = net
+    t, c, s = _wq(v["params"])
+    fake = quant.activations(m.apply, _rules(8), symmetric=symmetric)
+    intm = quant.activations(m.apply, _rules(8), symmetric=symmetric, int_matmul=True)
+    y = jnp.array([0, 1, 2, 0])
+
+    def loss(apply):
+        return lambda c: optax.softmax_cross_entropy_with_integer_labels(
+            apply({"params": t.apply(c, s)}, x), y
+        ).mean()
+
+    lf, gf = jax.jit(jax.value_and_grad(loss(fake)))(c)
+    li, gi = jax.jit(jax.value_and_grad(loss(intm)))(c)
+    np.testing.assert_allclose(li, lf, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), gi, gf)
+    ops = _int32_contractions(jax.make_jaxpr(loss(intm))(c).jaxpr)
+    # 4 layers; affine inputs add the zero-point term of the SAME-padded conv (ones * kernel)
+    assert len(ops) == (4 if symmetric else 5)
+    assert all(dtypes == ["int8", "int8"] for _, dtypes in ops)
+
+
+def test_xnor_and_binarynet_inputs():
+    m = nn.Dense(3)
+    v = m.init(jax.random.key(0), jnp.ones((1, 5)))
+    x = jax.random.normal(jax.random.key(2), (4, 5))
+    k, b = v["params"]["kernel"], v["params"]["bias"]
+    out = quant.activations(m.apply, [("", "xnor")])(v, x)
+    beta = jnp.mean(jnp.abs(x), axis=1, keepdims=True)
+    np.testing.assert_allclose(out, (jnp.sign(x) @ k) * beta + b[None, :], rtol=1e-5)
+    out = quant.activations(m.apply, [("", 1)])(v, x)
+    np.testing.assert_allclose(out, jnp.sign(x) @ k + b[None, :], rtol=1e-5)
+    conv = nn.Conv(2, (3, 3), padding="VALID")
+    xi = jax.random.normal(jax.random.key(3), (1, 5, 5, 4))
+    vc = conv.init(jax.random.key(0), xi)
+    out = quant.activations(conv.apply, [("", "xnor")])(vc, xi)
+    a = jnp.mean(jnp.abs(xi), axis=-1)  # XNOR-Net's A, then K = A * box filter
+    kmap = jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 3, 3), (1, 1, 1), "VALID") / 9
+    bias = vc["params"]["bias"][None, None, None, :]
+    ref = conv.apply(vc, jnp.sign(xi)) - bias
+    np.testing.assert_allclose(out, ref * kmap[..., None] + bias, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_benchmark_smokes(capsys):
+    from experiments.benchmarks import int8_inference
+    from experiments.benchmarks import qat_overhead
+
+    qat = qat_overhead.main(["--smoke"])
+    assert set(qat["mlp"]) == {"fp32", "w8a8_fake", "w8a8_int", "w8a8_int_adapter_only"}
+    assert all(r["ratio"] > 0 for r in qat["mlp"].values())
+    inf = int8_inference.main(["--smoke"])
+    assert inf["mlp"]["int8_dynamic"]["ratio"] > 0
+    assert 3.0 < inf["mlp"]["weight_bytes"]["ratio"] <= 4.0
+    assert '"ratio"' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_experiment_smoke(tmp_path):
+    from experiments.quantization import bits_sweep
+
+    res = bits_sweep.main(["--smoke", "--out", str(tmp_path)])
+    assert (tmp_path / "bits_sweep.md").exists() and (tmp_path / "quantization_bits.png").exists()
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in res["rows"])
