@@ -12,7 +12,9 @@ from jaxcomp import data
 from jaxcomp import distill
 from jaxcomp import encode
 from jaxcomp import errors
+from jaxcomp import lowrank
 from jaxcomp import models
+from jaxcomp import prune
 from jaxcomp import quant
 from jaxcomp import recipes
 from jaxcomp import schedules
@@ -38,9 +40,11 @@ __all__ = [
     "encode",
     "errors",
     "identity",
+    "lowrank",
     "masked",
     "models",
     "partition",
+    "prune",
     "quant",
     "recipes",
     "schedules",

@@ -431,7 +431,7 @@ def test_benchmark_smoke():
 
 
 def test_metadata_that_does_not_inflate_is_corrupt(artifact):
-    meta, payload = _split(artifact)
+    _meta, payload = _split(artifact)
     text = b"not deflate data"
     head = struct.pack("<4sHHIQ", b"JCZ\x00", encode.FORMAT_VERSION, 1, len(text), len(payload))
     body = head + text

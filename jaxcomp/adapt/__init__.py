@@ -1,5 +1,14 @@
 """Apply adapters: run unchanged Flax models whose layers hold other params or kinds of params."""
 
+from jaxcomp.adapt._factorized import ConvSpec
+from jaxcomp.adapt._factorized import FactoredKernel
+from jaxcomp.adapt._factorized import conv
+from jaxcomp.adapt._factorized import conv_spec
+from jaxcomp.adapt._factorized import depthwise
+from jaxcomp.adapt._factorized import depthwise_impl
+from jaxcomp.adapt._factorized import factorized_handler
+from jaxcomp.adapt._factorized import grouped_conv
+from jaxcomp.adapt._factorized import run_factorized
 from jaxcomp.adapt._intercept import PASS
 from jaxcomp.adapt._intercept import Handler
 from jaxcomp.adapt._intercept import Layer
@@ -8,8 +17,17 @@ from jaxcomp.adapt._intercept import layer_path
 
 __all__ = [
     "PASS",
+    "ConvSpec",
+    "FactoredKernel",
     "Handler",
     "Layer",
+    "conv",
+    "conv_spec",
+    "depthwise",
+    "depthwise_impl",
+    "factorized_handler",
+    "grouped_conv",
     "intercept",
     "layer_path",
+    "run_factorized",
 ]

@@ -1,0 +1,163 @@
+"""Factorized layers against their dense layer: measured speed-up over the theoretical FLOP ratio.
+
+For each kind of factorized layer of :mod:`jaxcomp.lowrank`, one layer at a size where the
+factorization pays (a 1024x1024 ``Dense`` at batch 128; a 3x3 128->128 ``Conv`` on 16x16 inputs at
+batch 16; the monochromatic first layer, 7x7 3->64 on 32x32), rewritten by the transform and run
+through :func:`jaxcomp.adapt.run_factorized` (the factors, not the rebuilt kernel), is timed
+against the same dense layer, interleaved in one process (``jc.analysis.compare_latency``).
+
+Reported per kind: the MACs of both (``jc.analysis.flops``), the theoretical speed-up
+``dense_macs / factored_macs`` (the factored MACs counted with depthwise convolutions as ``lax``
+convolutions, ``run_factorized(..., depthwise="conv")``, since ``flops`` does not count the
+shifted-slice sums that run on CPU), the measured speed-up ``dense_median / factored_median`` (the
+median over three interleaved trials, the machine being shared), the efficiency
+``measured / theoretical``, and the same from the minima. Target: efficiency >= 0.7 for every kind
+(some factorized layer libraries run their factorized layers slower than the dense ones). Layer
+kinds: SVD and Denil's predicted weights on the dense layer; SVD, Jaderberg, CP, Tucker-2,
+biclustering and Rigamonti's separable bases on the 3x3 convolution; the separable bases also on a
+5x5 one (where they pay more); Denton's monochromatic approximation on a 7x7 3->64 first layer.
+
+Run: ``python -m experiments.benchmarks.lowrank_speed [--smoke] [--repeats N]``; prints one JSON
+object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxcomp as jc
+from jaxcomp import lowrank
+from jaxcomp.adapt._factorized import run_factorized
+
+TARGET = 0.7
+KEY = jax.random.key(0)
+
+
+def _kinds(smoke: bool) -> list[tuple[str, Any, tuple[int, ...], Callable[[], jc.Transform]]]:
+    """``(name, layer, input shape, transform)`` for each factorized layer kind."""
+    d, c, b = (64, 16, 2) if smoke else (1024, 128, 16)
+    hw = 8 if smoke else 16
+    dense = nn.Dense(d)
+    conv = nn.Conv(c, (3, 3), padding="SAME")
+    first = nn.Conv(c // 2, (7, 7), padding="SAME")
+    conv5 = nn.Conv(c, (5, 5), padding="SAME")
+    r = d // 16
+    return [
+        ("dense_svd", dense, (128, d), lambda: lowrank.svd(rank=r)),
+        ("dense_predicted", dense, (128, d), lambda: lowrank.predicted(rank=r)),
+        ("conv_svd", conv, (b, hw, hw, c), lambda: lowrank.svd(rank=c // 4)),
+        ("conv_jaderberg", conv, (b, hw, hw, c), lambda: lowrank.jaderberg(rank=c // 4)),
+        ("conv_cp", conv, (b, hw, hw, c),
+         lambda: lowrank.cp(rank=c // 2, iterations=5, key=KEY)),
+        ("conv_tucker2", conv, (b, hw, hw, c), lambda: lowrank.tucker2(rank=c // 4)),
+        ("conv_bicluster", conv, (b, hw, hw, c),
+         lambda: lowrank.bicluster(groups_in=4, groups_out=4, rank=c // 16, key=KEY)),
+        ("conv_separable_basis", conv, (b, hw, hw, c),
+         lambda: lowrank.separable_basis(rank=3, iterations=5, key=KEY)),
+        ("conv5x5_separable_basis", conv5, (b, hw, hw, c),
+         lambda: lowrank.separable_basis(rank=4, iterations=5, key=KEY)),
+        ("conv_monochromatic", first, (b, 2 * hw, 2 * hw, 3),
+         lambda: lowrank.monochromatic(colors=4, key=KEY)),
+    ]  # fmt: skip
+
+
+def _params(layer: Any, x: jax.Array) -> Any:
+    shapes = jax.eval_shape(layer.init, KEY, x)["params"]
+    rng = np.random.default_rng(0)
+    return jax.tree.map(
+        lambda s: jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1])), s.dtype),
+        shapes,
+    )
+
+
+def bench(
+    name: str, layer: Any, shape: tuple[int, ...], make: Callable, repeats: int, trials: int
+) -> dict:
+    """Times one factorized layer kind against its dense layer."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
+    params = _params(layer, x)
+    t = make()
+    c, s = t.init(params)
+    fin = t.finalize(c, s)
+    dense_fn = jax.jit(lambda p, x: layer.apply({"params": p}, x))
+    fast_fn = jax.jit(lambda p, x: run_factorized(layer.apply)({"params": p}, x))
+    # the factors compute the rebuilt kernel's output
+    ref = dense_fn(t.apply(c, s), x)
+    np.testing.assert_allclose(
+        fast_fn(fin, x), ref, rtol=1e-3, atol=1e-3 * float(jnp.abs(ref).max())
+    )
+    dense_macs = jc.analysis.flops(dense_fn, params, x)
+    # MACs of the same factored computation with depthwise convolutions as lax convolutions
+    # (``flops`` counts convolutions and matmuls, not the shifted-slice sums that run on CPU)
+    counted = lambda p, x: run_factorized(layer.apply, depthwise="conv")({"params": p}, x)
+    fast_macs = jc.analysis.flops(counted, fin, x)
+    fns = {"dense": lambda a, b, x: dense_fn(a, x), "factored": lambda a, b, x: fast_fn(b, x)}
+    speedups, speedups_min, times = [], [], []
+    for _ in range(trials):  # the machine is shared: several interleaved trials, their median
+        stats = jc.analysis.compare_latency(
+            fns, params, fin, x, repeats=repeats, warmup=3, rounds=min(20, repeats)
+        )
+        d, f = stats["dense"], stats["factored"]
+        speedups.append(d["median_s"] / f["median_s"])
+        speedups_min.append(d["min_s"] / f["min_s"])
+        times.append((d["median_s"], f["median_s"]))
+    theoretical = dense_macs / fast_macs
+    measured = float(np.median(speedups))
+    measured_min = float(np.median(speedups_min))
+    dense_s, fact_s = np.median(np.asarray(times), axis=0)
+    return {
+        "kind": name,
+        "input": list(shape),
+        "dense_macs": dense_macs,
+        "factored_macs": fast_macs,
+        "dense_params": jc.analysis.param_count(params),
+        "factored_params": jc.analysis.param_count(fin),
+        "dense_ms": round(1e3 * float(dense_s), 4),
+        "factored_ms": round(1e3 * float(fact_s), 4),
+        "theoretical_speedup": round(theoretical, 3),
+        "measured_speedup": round(measured, 3),
+        "efficiency": round(measured / theoretical, 3),
+        "efficiency_of_minima": round(measured_min / theoretical, 3),
+        "trial_speedups": [round(v, 3) for v in speedups],
+        "repeats": repeats,
+        "trials": trials,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny layers, 3 repeats")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per function")
+    ap.add_argument("--trials", type=int, default=None, help="interleaved trials per kind")
+    ap.add_argument("--only", default=None, help="a comma-separated subset of the kinds")
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (3 if args.smoke else 200)
+    kinds = _kinds(args.smoke)
+    if args.only:
+        kinds = [k for k in kinds if k[0] in args.only.split(",")]
+    trials = args.trials or (1 if args.smoke else 3)
+    results = [bench(n, layer, shape, make, repeats, trials) for n, layer, shape, make in kinds]
+    out = {
+        "benchmark": "lowrank_speed",
+        "device": str(jax.devices()[0].device_kind),
+        "platform": platform.platform(),
+        "target_efficiency": TARGET,
+        "results": results,
+        "meets_target": all(r["efficiency"] >= TARGET for r in results),
+    }
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Running factorized layers as their factors: the adapter behind ``run_factorized``.
+
+A low-rank rewrite (Denton et al., "Exploiting linear structure within convolutional networks for
+efficient evaluation", 2014, arXiv:1404.0736; Jaderberg et al., "Speeding up convolutional neural
+networks with low rank expansions", 2014, arXiv:1405.3866; Lebedev et al., "Speeding-up
+convolutional neural networks using fine-tuned CP-decomposition", 2015, arXiv:1412.6553; Kim et
+al., "Compression of deep convolutional neural networks for fast and low power mobile
+applications", 2016, arXiv:1511.06530) only saves time if inference runs the factors instead of
+the dense kernel they stand for. Training rebuilds the dense kernel (``transform.apply``) and runs
+the model as written; inference wraps the unchanged model with :func:`run_factorized`, whose
+handler finds each ``nn.Dense`` or ``nn.Conv`` whose ``kernel`` param is a *factored kernel* (an
+object with a ``dense()`` method, such as the nodes of :mod:`jaxcomp.lowrank`) and computes the
+layer's output from the factors:
+
+* ``nn.Dense``: ``kernel.matmul(x, precision)`` when the node has it;
+* ``nn.Conv``: ``kernel.conv(x, spec)``, where ``spec`` is the layer's own strides, explicit zero
+  padding, kernel dilation and precision (:class:`ConvSpec`), when the node has it and the layer's
+  configuration is one the fast path covers (zero padding of any form, ``feature_group_count=1``,
+  no input dilation, no mask, the default ``lax`` convolution).
+
+Every other case (a node without the method, ``CIRCULAR`` padding, grouped convolutions, other
+module kinds) rebuilds the dense kernel and runs the module's own code on it, so the output is
+always right and only the speed-up is lost.
+
+The building blocks the nodes use are here too: :func:`conv` (channels-last ``lax`` convolution),
+:func:`depthwise` (on CPU a sum of shifted slices, since XLA's CPU backend runs grouped
+convolutions an order of magnitude slower than dense ones of more MACs) and :func:`grouped_conv`
+(one dense convolution per group).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
+from typing import Protocol
+from typing import runtime_checkable
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+
+from jaxcomp.adapt._intercept import PASS
+from jaxcomp.adapt._intercept import Layer
+from jaxcomp.adapt._intercept import intercept
+
+__all__ = [
+    "ConvSpec",
+    "FactoredKernel",
+    "conv",
+    "conv_spec",
+    "depthwise",
+    "depthwise_impl",
+    "factorized_handler",
+    "grouped_conv",
+    "run_factorized",
+]
+
+
+@runtime_checkable
+class FactoredKernel(Protocol):
+    """A kernel held as factors: ``dense()`` rebuilds the array the layer was built for.
+
+    A node may also define ``matmul(x, precision)`` (a ``Dense`` layer's product with ``x``, without
+    the bias) and ``conv(x, spec)`` (a convolution of the batched, channels-last ``x`` under the
+    :class:`ConvSpec` ``spec``, without the bias) to run without rebuilding.
+    """
+
+    def dense(self) -> jax.Array: ...
+
+
+class ConvSpec(NamedTuple):
+    """A convolution's geometry, resolved for one input shape.
+
+    Attributes:
+      strides: one stride per spatial axis.
+      padding: one explicit ``(low, high)`` zero padding per spatial axis.
+      dilation: one kernel dilation per spatial axis.
+      precision: the ``lax`` precision of the layer (``None`` for the default).
+      depthwise: how :func:`depthwise` runs: ``"slices"`` (a sum of shifted slices),
+        ``"conv"`` (a ``feature_group_count = C`` convolution) or ``"auto"`` (slices on CPU,
+        where XLA's grouped convolutions are slow; the convolution elsewhere).
+    """
+
+    strides: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    precision: Any = None
+    depthwise: str = "auto"
+
+    def along(self, axis: int) -> ConvSpec:
+        """The spec restricted to one spatial axis: the others get stride 1 and no padding.
+
+        A kernel that is separable over the spatial axes (``k x 1`` then ``1 x k``) runs as one
+        convolution per axis, each with that axis's stride, padding and dilation.
+        """
+        return ConvSpec(
+            tuple(s if i == axis else 1 for i, s in enumerate(self.strides)),
+            tuple(p if i == axis else (0, 0) for i, p in enumerate(self.padding)),
+            tuple(d if i == axis else 1 for i, d in enumerate(self.dilation)),
+            self.precision,
+            self.depthwise,
+        )
+
+
+def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
+    """Channels-last: input and output ``(N, *spatial, C)``, kernel ``(*spatial, I, O)``."""
+    n = ndim - 2
+    lhs = (0, ndim - 1, *range(1, n + 1))
+    rhs = (n + 1, n, *range(n))
+    return lax.ConvDimensionNumbers(lhs, rhs, lhs)
+
+
+def conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, *, groups: int = 1) -> jax.Array:
+    """A channels-last convolution of ``x`` (``(N, *spatial, C)``) under ``spec``.
+
+    Args:
+      x: the batched input.
+      kernel: ``(*spatial, C // groups, O)``.
+      spec: strides, padding, dilation and precision.
+      groups: the ``feature_group_count`` (``C`` for a depthwise convolution).
+
+    Returns:
+      ``(N, *out_spatial, O)``.
+    """
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=spec.strides,
+        padding=spec.padding,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=_dimension_numbers(x.ndim),
+        feature_group_count=groups,
+        precision=spec.precision,
+    )
+
+
+def depthwise_impl(spec: ConvSpec) -> str:
+    """``"slices"`` or ``"conv"``: how :func:`depthwise` runs under ``spec`` on this backend."""
+    if spec.depthwise == "auto":
+        return "slices" if jax.default_backend() == "cpu" else "conv"
+    return spec.depthwise
+
+
+def depthwise(x: jax.Array, weights: jax.Array, spec: ConvSpec) -> jax.Array:
+    """A depthwise convolution: each channel convolved with its own filter(s).
+
+    ``out[n, p, c, m] = sum_t x[n, p * stride + t * dilation, c] * weights[t, c, m]`` over the taps
+    ``t`` of the kernel, with the input zero-padded by ``spec.padding``. With ``spec.depthwise`` of
+    ``"slices"`` (the ``"auto"`` choice on CPU) it is computed as that sum of shifted, strided
+    slices, one fused elementwise loop (XLA's CPU backend runs ``feature_group_count = C``
+    convolutions far slower than its dense ones); with ``"conv"`` as a grouped ``lax``
+    convolution (which :func:`jaxcomp.analysis.flops` counts).
+
+    Args:
+      x: ``(N, *spatial, C)``.
+      weights: ``(*kernel_spatial, C)`` (one filter per channel), or ``(*kernel_spatial, C, M)``
+        (``M`` filters per channel, a channel multiplier).
+      spec: strides, padding and dilation.
+
+    Returns:
+      ``(N, *out_spatial, C)``, or ``(N, *out_spatial, C * M)`` ordered ``(c, m)``.
+    """
+    multiplier = weights.ndim == x.ndim
+    w_all = weights if multiplier else weights[..., None]  # (*K, C, M)
+    c, m = w_all.shape[-2:]
+    if depthwise_impl(spec) == "conv":
+        kernel = jnp.reshape(w_all, (*w_all.shape[:-2], 1, c * m))
+        return conv(x, kernel, spec, groups=c)
+    n_sp = x.ndim - 2
+    ks = w_all.shape[:-2]
+    xp = jnp.pad(x, [(0, 0), *spec.padding, (0, 0)])
+    out = [
+        (xp.shape[1 + a] - (ks[a] - 1) * spec.dilation[a] - 1) // spec.strides[a] + 1
+        for a in range(n_sp)
+    ]
+    strides = (1, *spec.strides, 1)
+    acc = None
+    for taps in itertools.product(*(range(k) for k in ks)):
+        start = (0, *(t * d for t, d in zip(taps, spec.dilation)), 0)
+        limit = (
+            xp.shape[0],
+            *(s + (o - 1) * st + 1 for s, o, st in zip(start[1:-1], out, spec.strides)),
+            xp.shape[-1],
+        )
+        piece = lax.slice(xp, start, limit, strides)
+        if multiplier:
+            w = jnp.reshape(w_all[taps], (1,) * (x.ndim - 1) + (c, m))
+            term = piece[..., None] * w
+        else:
+            term = piece * jnp.reshape(w_all[taps][:, 0], (1,) * (x.ndim - 1) + (c,))
+        acc = term if acc is None else acc + term
+    return jnp.reshape(acc, (*acc.shape[: x.ndim - 1], c * m)) if multiplier else acc
+
+
+def grouped_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, groups: int) -> jax.Array:
+    """A grouped convolution as ``groups`` dense convolutions on channel slices, concatenated.
+
+    Equal to :func:`conv` with ``groups`` (input channels and output channels split into
+    ``groups`` consecutive blocks), but runs on XLA's fast dense convolution.
+
+    Args:
+      x: ``(N, *spatial, C)``.
+      kernel: ``(*spatial, C // groups, O)``, ``O`` divisible by ``groups``.
+      spec: strides, padding, dilation and precision.
+      groups: the number of groups.
+
+    Returns:
+      ``(N, *out_spatial, O)``.
+    """
+    if groups == 1:
+        return conv(x, kernel, spec)
+    cg, og = x.shape[-1] // groups, kernel.shape[-1] // groups
+    outs = [
+        conv(x[..., g * cg : (g + 1) * cg], kernel[..., g * og : (g + 1) * og], spec)
+        for g in range(groups)
+    ]
+    return jnp.concatenate(outs, axis=-1)
+
+
+def _tuple(x: int | Sequence[int] | None, n: int) -> tuple[int, ...]:
+    if x is None:
+        return (1,) * n
+    if isinstance(x, int):
+        return (x,) * n
+    return tuple(int(v) for v in x)
+
+
+def _kernel_size(module: nn.Module) -> tuple[int, ...]:
+    k = module.kernel_size
+    return (k,) if isinstance(k, int) else tuple(k)
+
+
+def _explicit_padding(padding: Any, in_shape, kernel_size, strides, dilation):
+    """Explicit ``(low, high)`` pairs for a flax padding, or None for a non-zero padding mode."""
+    n = len(kernel_size)
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode not in ("SAME", "VALID", "SAME_LOWER"):
+            return None  # CIRCULAR, REFLECT, CAUSAL: not zero padding
+        window = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation)]
+        return tuple(tuple(p) for p in lax.padtype_to_pads(in_shape, window, strides, mode))
+    if isinstance(padding, int):
+        return ((padding, padding),) * n
+    pads = []
+    for p in padding:
+        pads.append((p, p) if isinstance(p, int) else tuple(int(v) for v in p))
+    return tuple(pads) if len(pads) == n else None
+
+
+def conv_spec(module: nn.Module, x: jax.Array, *, depthwise: str = "auto") -> ConvSpec | None:
+    """The :class:`ConvSpec` of an ``nn.Conv`` for the (batch-flattened) input ``x``.
+
+    Returns None when the layer's configuration is outside the fast path (non-zero padding modes,
+    grouped convolutions, input dilation, a mask, unshared weights, a custom convolution).
+    """
+    ks = _kernel_size(module)
+    n = len(ks)
+    if (
+        module.feature_group_count != 1
+        or _tuple(module.input_dilation, n) != (1,) * n
+        or module.mask is not None
+        or not getattr(module, "shared_weights", True)
+        or getattr(module, "conv_general_dilated", None) is not None
+        or getattr(module, "conv_general_dilated_cls", None) is not None
+    ):
+        return None
+    strides = _tuple(module.strides, n)
+    dilation = _tuple(module.kernel_dilation, n)
+    padding = _explicit_padding(module.padding, x.shape[1:-1], ks, strides, dilation)
+    if padding is None:
+        return None
+    return ConvSpec(strides, padding, dilation, module.precision, depthwise)
+
+
+def _run_dense(layer: Layer, kernel: jax.Array) -> jax.Array:
+    """Runs the module's own code with the rebuilt dense kernel (the always-correct fallback)."""
+    params = {**layer.params, "kernel": kernel}
+    return layer.module.clone(parent=None).apply({"params": params}, *layer.args, **layer.kwargs)
+
+
+def _cast(node: Any, dtype: Any) -> Any:
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, node
+    )
+
+
+def _dtype(module: nn.Module, x: jax.Array, node: Any, bias: Any) -> Any:
+    if getattr(module, "dtype", None) is not None:
+        return module.dtype
+    floats = [a for a in jax.tree.leaves((node, bias)) if jnp.issubdtype(a.dtype, jnp.floating)]
+    return jnp.result_type(x, *floats)
+
+
+def _add_bias(y: jax.Array, bias: Any) -> jax.Array:
+    if bias is None:
+        return y
+    return y + jnp.reshape(bias, (1,) * (y.ndim - bias.ndim) + bias.shape)
+
+
+def _run_conv(layer: Layer, node: Any, x: jax.Array, impl: str) -> Any:
+    m = layer.module
+    ks = _kernel_size(m)
+    nb = x.ndim - (len(ks) + 1)
+    batch = x.shape[:nb]
+    xf = jnp.reshape(x, (-1, *x.shape[nb:]))
+    spec = conv_spec(m, xf, depthwise=impl)
+    if spec is None:
+        return PASS
+    bias = layer.params.get("bias") if m.use_bias else None
+    dtype = _dtype(m, xf, node, bias)
+    y = _cast(node, dtype).conv(xf.astype(dtype), spec)
+    y = _add_bias(y, None if bias is None else bias.astype(dtype))
+    return jnp.reshape(y, (*batch, *y.shape[1:]))
+
+
+def _run_matmul(layer: Layer, node: Any, x: jax.Array) -> jax.Array:
+    m = layer.module
+    bias = layer.params.get("bias") if m.use_bias else None
+    dtype = _dtype(m, x, node, bias)
+    y = _cast(node, dtype).matmul(x.astype(dtype), m.precision)
+    return _add_bias(y, None if bias is None else bias.astype(dtype))
+
+
+_IMPLS = ("auto", "slices", "conv")
+
+
+def factorized_handler(*, depthwise: str = "auto") -> Callable[[Layer], Any]:
+    """The :func:`jaxcomp.adapt.intercept` handler that runs factored kernels.
+
+    The handler passes (:data:`jaxcomp.adapt.PASS`) on every layer whose ``kernel`` is a plain
+    array, so it composes with other handlers.
+
+    Args:
+      depthwise: how depthwise convolutions run (see :class:`ConvSpec`): ``"auto"``,
+        ``"slices"`` or ``"conv"``.
+
+    Returns:
+      ``handler(layer)``: the layer's output computed from its factors, or ``PASS``.
+
+    Raises:
+      ValueError: ``depthwise`` is not one of the three.
+    """
+    if depthwise not in _IMPLS:
+        raise ValueError(
+            f"factorized_handler: depthwise must be one of {_IMPLS}, got {depthwise!r}"
+        )
+
+    def handler(layer: Layer) -> Any:
+        node = layer.params.get("kernel")
+        if not isinstance(node, FactoredKernel):
+            return PASS
+        out: Any = PASS
+        if len(layer.args) == 1 and not layer.kwargs:
+            x = layer.args[0]
+            if type(layer.module) is nn.Dense and hasattr(node, "matmul"):
+                out = _run_matmul(layer, node, x)
+            elif type(layer.module) is nn.Conv and hasattr(node, "conv"):
+                out = _run_conv(layer, node, x, depthwise)
+        if out is PASS:
+            out = _run_dense(layer, node.dense())
+        return out
+
+    return handler
+
+
+def run_factorized(
+    apply_fn: Callable[..., Any],
+    *,
+    depthwise: str = "auto",
+    handlers: Sequence[Callable[[Layer], Any]] = (),
+) -> Callable[..., Any]:
+    """Wraps an unchanged model's ``apply`` so that factorized layers run as their factors.
+
+    Args:
+      apply_fn: ``model.apply`` of a ``flax.linen`` model.
+      depthwise: how depthwise convolutions (CP, monochromatic, separable bases) run:
+        ``"auto"`` (shifted slices on CPU, grouped convolutions elsewhere), ``"slices"`` or
+        ``"conv"`` (which :func:`jaxcomp.analysis.flops` counts).
+      handlers: further :func:`jaxcomp.adapt.intercept` handlers, tried after this one (for
+        instance activation quantizers).
+
+    Returns:
+      A function with the signature of ``apply_fn`` that accepts params in which some ``kernel``
+      leaves are factored kernels (``transform.finalize`` of a :mod:`jaxcomp.lowrank` transform);
+      jit-able like ``apply_fn``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import linen as nn
+        >>> from jaxcomp import lowrank
+        >>> model = nn.Dense(4)
+        >>> v = model.init(jax.random.key(0), jnp.ones((1, 6)))
+        >>> t = lowrank.svd(rank=4)
+        >>> c, s = t.init(v["params"])
+        >>> fast = run_factorized(model.apply)
+        >>> y = fast({"params": t.finalize(c, s)}, jnp.ones((2, 6)))
+        >>> bool(jnp.allclose(y, model.apply(v, jnp.ones((2, 6))), atol=1e-5))
+        True
+    """
+    return intercept(apply_fn, [factorized_handler(depthwise=depthwise), *handlers])

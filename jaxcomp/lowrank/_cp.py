@@ -1,0 +1,113 @@
+"""CP decomposition of convolution kernels (Lebedev et al. 2015).
+
+The 4-way kernel ``W (kh, kw, C, F)`` is approximated by a sum of ``R`` rank-1 tensors,
+``W[i, j, c, f] ~ sum_r K^y[i, r] K^x[j, r] K^s[c, r] K^t[f, r]``, and the convolution becomes a
+pipeline of four small ones: a 1x1 convolution from ``C`` to ``R`` channels (``K^s``), a
+``kh x 1`` and a ``1 x kw`` depthwise convolution on the ``R`` channels (``K^y``, ``K^x``), and a
+1x1 convolution from ``R`` to ``F`` (``K^t``): ``R (C + kh + kw + F)`` multiply-adds per output
+pixel instead of ``kh kw C F``.
+
+Lebedev et al. compute the decomposition by non-linear least squares and then fine-tune the
+four layers; here it is computed by alternating least squares in JAX
+(:func:`jaxcomp.lowrank.cp_als`: a fixed number of sweeps in a ``lax.fori_loop``, jit-able,
+started from HOSVD), and fine-tuning trains the four factors through the rebuilt kernel.
+
+References:
+    Lebedev, Ganin, Rakhuba, Oseledets and Lempitsky, "Speeding-up convolutional neural networks
+    using fine-tuned CP-decomposition", ICLR 2015, arXiv:1412.6553.
+
+    Kolda and Bader, "Tensor decompositions and applications", SIAM Review 51(3), 2009.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from typing import NamedTuple
+
+import jax
+
+from jaxcomp.core._transform import Transform
+from jaxcomp.lowrank._decompose import cp_als
+from jaxcomp.lowrank._factorize import build
+from jaxcomp.lowrank._factorize import describe
+from jaxcomp.lowrank._jaderberg import spatial_convs
+from jaxcomp.lowrank._nodes import CP
+from jaxcomp.lowrank._rank import Ranks
+from jaxcomp.lowrank._rank import choose_rank
+
+__all__ = ["CpState", "cp"]
+
+
+class CpState(NamedTuple):
+    """The state of :func:`cp`: a tree of empty slots where kernels were factorized."""
+
+    slots: Any
+
+
+def cp(
+    *,
+    rank: Any = None,
+    compression: float | None = None,
+    iterations: int = 50,
+    key: jax.Array,
+    where: Any = None,
+) -> Transform:
+    """CP-decomposes convolution kernels into 1x1, ``kh x 1``, ``1 x kw`` and 1x1 convolutions.
+
+    Args:
+      rank: ``R``, the number of rank-1 terms: an int, a dict ``{leaf_path: R}`` or
+        ``(regex, R)`` rules; each ``1 <= R <= kh kw C F / max(kh, kw, C, F)`` (the largest CP
+        rank a tensor of that shape can need).
+      compression: instead of ``rank``, the largest ``R`` with
+        ``R (C + kh + kw + F) <= kh kw C F / compression``.
+      iterations: ALS sweeps, an int >= 0.
+      key: a PRNG key (completes the HOSVD start where ``R`` exceeds a mode's size); the same key
+        gives the same factors.
+      where: the convolution kernels (default: every ``(kh, kw, C, F)`` kernel with
+        ``kh * kw > 1``; a tree with none is left unchanged).
+
+    Returns:
+      A structure-changing :class:`jaxcomp.Transform` whose ``cparams`` hold :class:`CP` nodes;
+      state :class:`CpState`.
+
+    Raises:
+      ValueError: not exactly one of ``rank`` and ``compression``, one out of range, or
+        ``iterations < 0``. At ``init``: a selected leaf that is not a 4-D convolution kernel, or a
+        rank above the bound, naming the leaf.
+
+    References:
+        Lebedev et al., "Speeding-up convolutional neural networks using fine-tuned
+        CP-decomposition", ICLR 2015, arXiv:1412.6553.
+    """
+    ranks = Ranks.build("cp", rank, None, compression, allow_energy=False)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"cp: iterations must be an int >= 0, got {iterations!r}")
+    if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        raise ValueError("cp: key must be a typed PRNG key from jax.random.key(seed)")
+
+    def accepts(path, x):
+        if x.ndim != 4:
+            return f"it is {describe(x)}; CP needs a (kh, kw, C, F) convolution kernel"
+        return None
+
+    def factorize(path, x, index):
+        kh, kw, c, f = x.shape
+        size = math.prod(x.shape)
+        r = choose_rank(
+            ranks, "cp", path, max_rank=size // max(x.shape),
+            bound=f"kh kw C F / max(kh, kw, C, F) for shape {tuple(x.shape)}",
+            cost=lambda r: r * (c + kh + kw + f), dense=size,
+        )  # fmt: skip
+        ky, kx, ks, kt = cp_als(x, r, iterations=iterations, key=jax.random.fold_in(key, index))
+        node = CP(first=ks, vertical=ky, horizontal=kx, last=kt.T)
+        return jax.tree.map(lambda a: a.astype(x.dtype), node), {}
+
+    return build(
+        what="cp",
+        where=where,
+        default=spatial_convs(),
+        accepts=accepts,
+        factorize=factorize,
+        state_cls=CpState,
+    )

@@ -1,0 +1,117 @@
+"""Spatially separable convolutions from a low-rank expansion (Jaderberg et al. 2014, scheme 2).
+
+A ``kh x kw`` convolution from ``C`` to ``F`` channels is replaced by a ``kh x 1`` (vertical)
+convolution to ``K`` channels followed by a ``1 x kw`` (horizontal) convolution to ``F``. Written as
+the ``(kh C, kw F)`` matrix ``M[(i, c), (j, f)] = W[i, j, c, f]``, such a pair is exactly a rank-
+``K`` factorization of ``M``, so the best pair in Frobenius norm (of the kernel; Jaderberg et al.
+minimize it this way as their closed-form "filter reconstruction" start) is given in closed form by
+the truncated SVD of ``M``: ``vertical[i, 0, c, k] = U[(i, c), k] sqrt(s_k)`` and
+``horizontal[0, j, k, f] = sqrt(s_k) V^T[k, (j, f)]``. At full rank ``K = min(kh C, kw F)`` the
+pair reproduces the convolution exactly. The cost per output pixel falls from ``kh kw C F`` to
+``K (kh C + kw F)`` multiply-adds.
+
+References:
+    Jaderberg, Vedaldi and Zisserman, "Speeding up convolutional neural networks with low rank
+    expansions", BMVC 2014, arXiv:1405.3866.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp.core._transform import Transform
+from jaxcomp.lowrank._decompose import singular_values
+from jaxcomp.lowrank._decompose import split_svd
+from jaxcomp.lowrank._factorize import build
+from jaxcomp.lowrank._factorize import describe
+from jaxcomp.lowrank._nodes import Separable
+from jaxcomp.lowrank._rank import Ranks
+from jaxcomp.lowrank._rank import choose_rank
+from jaxcomp.select._select import Selector
+from jaxcomp.select._select import kernels
+
+__all__ = ["JaderbergState", "jaderberg", "spatial_convs"]
+
+
+def spatial_convs() -> Selector:
+    """Convolution kernels ``(kh, kw, C, F)`` with a spatial extent (``kh * kw > 1``)."""
+    return kernels() & Selector(
+        lambda p, x: x.ndim == 4 and x.shape[0] * x.shape[1] > 1, "spatial_convs()"
+    )
+
+
+class JaderbergState(NamedTuple):
+    """The state of :func:`jaderberg`: a tree of empty slots where kernels were factorized."""
+
+    slots: Any
+
+
+def jaderberg(
+    *,
+    rank: Any = None,
+    energy: float | None = None,
+    compression: float | None = None,
+    where: Any = None,
+) -> Transform:
+    """Replaces ``kh x kw`` convolutions by a ``kh x 1`` and a ``1 x kw`` convolution (scheme 2).
+
+    Args:
+      rank: ``K``, the channels between the two convolutions: an int, a dict
+        ``{leaf_path: K}`` or ``(regex, K)`` rules; each ``1 <= K <= min(kh C, kw F)``.
+      energy: instead of ``rank``, keep per layer the fewest singular values of the
+        ``(kh C, kw F)`` matrix holding this fraction of its squared spectrum, in ``(0, 1]``.
+      compression: instead of ``rank``, the largest ``K`` with
+        ``K (kh C + kw F) <= kh kw C F / compression``.
+      where: the convolution kernels (default :func:`spatial_convs`: every ``(kh, kw, C, F)``
+        kernel with ``kh * kw > 1``; a tree with none is left unchanged).
+
+    Returns:
+      A structure-changing :class:`jaxcomp.Transform` whose ``cparams`` hold :class:`Separable`
+      nodes; state :class:`JaderbergState`.
+
+    Raises:
+      ValueError: not exactly one of ``rank``, ``energy``, ``compression``, or one out of range.
+        At ``init``: a selected leaf that is not a ``kh x kw`` convolution with ``kh, kw > 1``
+        (a ``Dense`` kernel, a 1x1 or ``k x 1`` convolution), or a rank above
+        ``min(kh C, kw F)``, naming the leaf.
+
+    References:
+        Jaderberg, Vedaldi and Zisserman, "Speeding up convolutional neural networks with low
+        rank expansions", BMVC 2014, arXiv:1405.3866.
+    """
+    ranks = Ranks.build("jaderberg", rank, energy, compression)
+
+    def accepts(path, x):
+        if x.ndim != 4 or x.shape[0] < 2 or x.shape[1] < 2:
+            return (
+                f"it is {describe(x)}; Jaderberg's scheme separates a (kh, kw, C, F) "
+                "convolution kernel with kh > 1 and kw > 1"
+            )
+        return None
+
+    def factorize(path, x, index):
+        kh, kw, c, f = x.shape
+        mat = np.reshape(np.transpose(np.asarray(x, np.float32), (0, 2, 1, 3)), (kh * c, kw * f))
+        k = choose_rank(
+            ranks, "jaderberg", path, max_rank=min(kh * c, kw * f),
+            bound=f"min(kh C, kw F) = min({kh * c}, {kw * f})",
+            cost=lambda r: r * (kh * c + kw * f), dense=kh * kw * c * f,
+            spectrum=lambda: singular_values(mat),
+        )  # fmt: skip
+        a, b = split_svd(mat, k)
+        vertical = np.reshape(a, (kh, 1, c, k))
+        horizontal = np.transpose(np.reshape(b, (k, kw, f)), (1, 0, 2))[None]
+        return Separable(jnp.asarray(vertical, x.dtype), jnp.asarray(horizontal, x.dtype)), {}
+
+    return build(
+        what="jaderberg",
+        where=where,
+        default=spatial_convs(),
+        accepts=accepts,
+        factorize=factorize,
+        state_cls=JaderbergState,
+    )

@@ -1,0 +1,311 @@
+"""Rank selection: fixed or per-layer ranks, kept energy, a compression rate, a sensitivity scan.
+
+How many components to keep is the main hyperparameter of every low-rank method. The transforms
+of :mod:`jaxcomp.lowrank` take exactly one of
+
+* ``rank=``: an int for every layer, a dict ``{leaf_path: rank}`` (what :func:`sensitivity_scan`
+  returns), or ordered ``(regex, rank)`` rules over leaf paths (first match wins);
+* ``energy=``: per layer, the smallest rank whose kept singular values hold at least this fraction
+  of the sum of all squared singular values (Denton et al. 2014 choose ranks this way; Kim et al.
+  2016 pick Tucker ranks per layer from the spectrum);
+* ``compression=``: per layer, the largest rank whose factors hold at most ``1 / compression``
+  of the dense kernel's parameters.
+
+:func:`sensitivity_scan` chooses per-layer ranks empirically, in the manner of Zhang et al. and
+Kim et al.: each layer is compressed alone at each candidate rank and the smallest rank whose
+metric stays within a tolerance of the dense model's is kept.
+
+References:
+    Denton et al., "Exploiting linear structure within convolutional networks for efficient
+    evaluation", NeurIPS 2014, arXiv:1404.0736.
+
+    Kim et al., "Compression of deep convolutional neural networks for fast and low power mobile
+    applications", ICLR 2016, arXiv:1511.06530.
+
+    Zhang, Zou, He and Sun, "Accelerating very deep convolutional networks for classification and
+    detection", TPAMI 2016, arXiv:1505.06798.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from jaxcomp.core._tree import is_array
+from jaxcomp.core._tree import path_str
+
+__all__ = [
+    "RankOutOfRangeError",
+    "Ranks",
+    "SensitivityScan",
+    "rank_for_compression",
+    "rank_for_energy",
+    "sensitivity_scan",
+]
+
+
+class RankOutOfRangeError(ValueError):
+    """A rank that a layer cannot take (below 1 or above its largest rank); names the layer."""
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def _check_rank_value(what: str, value: Any, pair: bool) -> None:
+    ok = _is_int(value) and value >= 1
+    if pair and not ok:
+        ok = (
+            isinstance(value, tuple | list)
+            and len(value) == 2
+            and all(_is_int(v) and v >= 1 for v in value)
+        )
+    if not ok:
+        kind = "an int >= 1 or a pair of them" if pair else "an int >= 1"
+        raise ValueError(f"{what}: rank must be {kind}, got {value!r}")
+
+
+def rank_for_energy(singular_values: Any, energy: float) -> int:
+    """The smallest ``r`` with ``sum(s[:r]**2) >= energy * sum(s**2)``.
+
+    Args:
+      singular_values: the singular values, in decreasing order.
+      energy: the fraction of squared singular values to keep, in ``(0, 1]``.
+
+    Returns:
+      The rank, at least 1.
+
+    Examples:
+        >>> rank_for_energy([3.0, 2.0, 1.0], 0.9)  # 9 + 4 = 13 >= 0.9 * 14
+        2
+    """
+    if not 0.0 < float(energy) <= 1.0:
+        raise ValueError(f"rank_for_energy: energy must be in (0, 1], got {energy!r}")
+    s2 = np.asarray(singular_values, dtype=np.float64) ** 2
+    total = s2.sum()
+    if total == 0:
+        return 1
+    kept = np.cumsum(s2) / total
+    return int(min(np.searchsorted(kept, energy * (1 - 1e-7)) + 1, len(s2)))
+
+
+def rank_for_compression(cost: Callable[[int], int], dense: int, max_rank: int, rate: float) -> int:
+    """The largest rank in ``[1, max_rank]`` whose factors cost at most ``dense / rate``.
+
+    Args:
+      cost: the number of parameters of the factors at a rank (increasing in the rank).
+      dense: the number of parameters of the dense kernel.
+      max_rank: the largest rank allowed.
+      rate: the compression rate, >= 1.
+
+    Returns:
+      The rank (1 if even rank 1 costs more than the budget).
+    """
+    budget = dense / float(rate)
+    ranks = [r for r in range(1, max_rank + 1) if cost(r) <= budget]
+    return max(ranks, default=1)
+
+
+class Ranks(NamedTuple):
+    """A transform's rank hyperparameters, checked when it is built (exactly one is set)."""
+
+    rank: Any = None
+    energy: float | None = None
+    compression: float | None = None
+
+    @classmethod
+    def build(
+        cls,
+        what: str,
+        rank: Any,
+        energy: Any,
+        compression: Any,
+        *,
+        pair: bool = False,
+        allow_energy: bool = True,
+    ) -> Ranks:
+        """Checks the arguments of a factory ``what`` and returns them."""
+        given = [n for n, v in (("rank", rank), ("energy", energy), ("compression", compression))
+                 if v is not None]  # fmt: skip
+        if len(given) != 1:
+            raise ValueError(
+                f"{what}: give exactly one of rank=, energy=, compression=; got {given}"
+            )
+        if energy is not None:
+            if not allow_energy:
+                raise ValueError(f"{what}: energy= is not available (no singular spectrum)")
+            if isinstance(energy, bool) or not isinstance(energy, int | float):
+                raise ValueError(f"{what}: energy must be a float in (0, 1], got {energy!r}")
+            if not 0.0 < float(energy) <= 1.0:
+                raise ValueError(f"{what}: energy must be in (0, 1], got {energy!r}")
+        if compression is not None:
+            if isinstance(compression, bool) or not isinstance(compression, int | float):
+                raise ValueError(f"{what}: compression must be a number >= 1, got {compression!r}")
+            if not float(compression) >= 1.0 or math.isinf(float(compression)):
+                raise ValueError(
+                    f"{what}: compression must be a finite number >= 1, got {compression!r}"
+                )
+        if rank is not None:
+            if isinstance(rank, Mapping):
+                for p, v in rank.items():
+                    _check_rank_value(f"{what} (rank[{p!r}])", v, pair)
+            elif isinstance(rank, list | tuple) and rank and isinstance(rank[0], list | tuple):
+                for rule in rank:
+                    if len(rule) != 2 or not isinstance(rule[0], str):
+                        raise ValueError(f"{what}: rank rules must be (regex, rank) pairs")
+                    _check_rank_value(f"{what} (rule {rule[0]!r})", rule[1], pair)
+                    try:
+                        re.compile(rule[0])
+                    except re.error as e:
+                        raise ValueError(f"{what}: rule {rule[0]!r} is not a regex: {e}") from e
+            else:
+                _check_rank_value(what, rank, pair)
+        return cls(rank, energy, compression)
+
+    def value_for(self, what: str, path: str) -> Any:
+        """The ``rank=`` value of one leaf (an int or a pair), or None under energy/compression."""
+        rank = self.rank
+        if rank is None:
+            return None
+        if isinstance(rank, Mapping):
+            if path not in rank:
+                raise ValueError(f"{what}: rank= has no entry for the selected leaf {path!r}")
+            return rank[path]
+        if isinstance(rank, list | tuple) and rank and isinstance(rank[0], list | tuple):
+            for pattern, value in rank:
+                if re.search(pattern, path):
+                    return value
+            raise ValueError(f"{what}: no rank rule matches the selected leaf {path!r}")
+        return rank
+
+
+def choose_rank(
+    ranks: Ranks,
+    what: str,
+    path: str,
+    *,
+    max_rank: int,
+    bound: str,
+    cost: Callable[[int], int],
+    dense: int,
+    spectrum: Callable[[], Any] | None = None,
+) -> int:
+    """The rank of one leaf under ``rank=``, ``energy=`` or ``compression=``.
+
+    Args:
+      ranks: the transform's :class:`Ranks`.
+      what: the factory's name, for messages.
+      path: the leaf's path.
+      max_rank: the largest rank the leaf can take.
+      bound: what ``max_rank`` is, for messages (``"min(m, n)"``).
+      cost: the parameters of the factors at a rank.
+      dense: the parameters of the dense kernel.
+      spectrum: a function returning the singular values, for ``energy=``.
+
+    Raises:
+      RankOutOfRangeError: a given rank is outside ``[1, max_rank]``.
+    """
+    value = ranks.value_for(what, path)
+    if value is not None:
+        return check_rank(what, path, value, max_rank, bound)
+    if ranks.energy is not None:
+        assert spectrum is not None
+        return min(rank_for_energy(spectrum(), ranks.energy), max_rank)
+    return rank_for_compression(cost, dense, max_rank, ranks.compression)
+
+
+def check_rank(what: str, path: str, rank: int, max_rank: int, bound: str) -> int:
+    """Raises :class:`RankOutOfRangeError` naming ``path`` unless ``1 <= rank <= max_rank``."""
+    if not 1 <= int(rank) <= max_rank:
+        raise RankOutOfRangeError(
+            f"{what}: rank {rank} for {path!r} is out of range; it must be in [1, {max_rank}] "
+            f"({bound})"
+        )
+    return int(rank)
+
+
+class SensitivityScan(NamedTuple):
+    """The result of :func:`sensitivity_scan`.
+
+    Attributes:
+      ranks: ``{leaf_path: rank}``, ready to pass as ``rank=``.
+      scores: ``{leaf_path: {rank: metric}}``, the metric with only that layer compressed.
+      baseline: the metric of the uncompressed params.
+    """
+
+    ranks: dict[str, int]
+    scores: dict[str, dict[int, float]]
+    baseline: float
+
+
+def sensitivity_scan(
+    make: Callable[..., Any],
+    params: Any,
+    evaluate: Callable[[Any], float],
+    *,
+    candidates: Sequence[int],
+    tolerance: float,
+    where: Any = None,
+) -> SensitivityScan:
+    """Per-layer ranks from a sensitivity scan: each layer compressed alone at each candidate.
+
+    For each selected kernel, ``make(rank=r, where=<that leaf>)`` builds a transform for every
+    candidate rank the layer can take (in increasing order); the params with only that layer
+    rewritten (``apply(init(params))``) are scored with ``evaluate``. The layer's rank is the
+    smallest candidate whose score is at least ``baseline - tolerance``, or its largest candidate
+    when none is.
+
+    Args:
+      make: a factory such as ``jc.lowrank.svd`` (called with ``rank=`` and ``where=``).
+      params: the trained params.
+      evaluate: ``params -> float``, higher is better (for instance validation accuracy).
+      candidates: the ranks to try, ints >= 1.
+      tolerance: the largest metric drop accepted, >= 0.
+      where: the layers to scan (``jc.select.kernels()`` when None).
+
+    Returns:
+      A :class:`SensitivityScan`.
+
+    Raises:
+      ValueError: ``candidates`` is empty or holds a non-positive rank, or ``tolerance < 0``.
+    """
+    from jaxcomp.select import resolve
+
+    if not candidates or any(not _is_int(c) or c < 1 for c in candidates):
+        raise ValueError(f"sensitivity_scan: candidates must be ints >= 1, got {candidates!r}")
+    cands = sorted({int(c) for c in candidates})
+    if not float(tolerance) >= 0:
+        raise ValueError(f"sensitivity_scan: tolerance must be >= 0, got {tolerance!r}")
+    mask = resolve(where, params, what="sensitivity_scan(where=...)")
+    selected = [
+        path_str(p)
+        for (p, x), m in zip(
+            jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(mask), strict=True
+        )
+        if m and is_array(x)
+    ]
+    baseline = float(evaluate(params))
+    ranks: dict[str, int] = {}
+    scores: dict[str, dict[int, float]] = {}
+    for path in selected:
+        only = [(f"^{re.escape(path)}$", True)]
+        scores[path] = {}
+        for r in cands:
+            try:
+                t = make(rank=r, where=only)
+                c, s = t.init(params)
+            except RankOutOfRangeError:
+                break
+            scores[path][r] = float(evaluate(t.apply(c, s)))
+        good = [r for r, v in scores[path].items() if v >= baseline - tolerance]
+        if scores[path]:
+            ranks[path] = min(good) if good else max(scores[path])
+    return SensitivityScan(ranks, scores, baseline)

@@ -1,0 +1,99 @@
+"""Learned separable filters: filters as linear combinations of rank-1 bases (Rigamonti et al.).
+
+Each of the ``C F`` two-dimensional filters ``W[:, :, c, f]`` of a ``kh x kw`` convolution is
+written as a linear combination of ``M`` separable (rank-1) basis filters shared by the layer,
+``W[:, :, c, f] = sum_m coeffs[c, m, f] vertical[:, m] horizontal[:, m]^T``. Rigamonti et al.
+obtain such bases either by learning them directly (with a nuclear-norm penalty) or, faster, by
+decomposing a learned filter bank: the ``(kh, kw, N)`` stack of filters is CP-decomposed at rank
+``M``, whose factors give the separable bases and the combination weights. This transform does
+the latter at ``init`` (:func:`jaxcomp.lowrank.cp_als` on the ``(kh, kw, C F)`` stack), and the
+bases and coefficients are then *learned* together by fine-tuning through the rebuilt kernel. At
+inference the layer runs as ``M`` separable convolutions of every input channel (a ``kh x 1`` and a
+``1 x kw`` depthwise convolution) and a 1x1 combination: ``C M (kh + kw + F)`` multiply-adds per
+pixel instead of ``kh kw C F``.
+
+References:
+    Rigamonti, Sironi, Lepetit and Fua, "Learning separable filters", CVPR 2013.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp.core._transform import Transform
+from jaxcomp.lowrank._decompose import cp_als
+from jaxcomp.lowrank._factorize import build
+from jaxcomp.lowrank._factorize import describe
+from jaxcomp.lowrank._jaderberg import spatial_convs
+from jaxcomp.lowrank._nodes import SeparableBasis
+from jaxcomp.lowrank._rank import check_rank
+
+__all__ = ["SeparableBasisState", "separable_basis"]
+
+
+class SeparableBasisState(NamedTuple):
+    """The state of :func:`separable_basis`: a tree of empty slots where kernels were rewritten."""
+
+    slots: Any
+
+
+def separable_basis(
+    *, rank: int, key: jax.Array, iterations: int = 50, where: Any = None
+) -> Transform:
+    """Rewrites convolutions as combinations of ``rank`` learned separable basis filters.
+
+    Args:
+      rank: ``M``, the number of separable bases per layer, ``1 <= M <= kh kw``.
+      key: a PRNG key for the CP start; the same key gives the same result.
+      iterations: ALS sweeps of the initial decomposition, an int >= 0.
+      where: the convolution kernels (default: every ``(kh, kw, C, F)`` kernel with
+        ``kh * kw > 1``; a tree with none is left unchanged).
+
+    Returns:
+      A structure-changing :class:`jaxcomp.Transform` whose ``cparams`` hold
+      :class:`SeparableBasis` nodes (bases and coefficients, all trained); state
+      :class:`SeparableBasisState`.
+
+    Raises:
+      ValueError: a hyperparameter out of range; at ``init``, a selected leaf that is not a 4-D
+        convolution kernel, or ``rank > kh kw``, naming the leaf.
+
+    References:
+        Rigamonti, Sironi, Lepetit and Fua, "Learning separable filters", CVPR 2013.
+    """
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"separable_basis: rank must be an int >= 1, got {rank!r}")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"separable_basis: iterations must be an int >= 0, got {iterations!r}")
+    if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        raise ValueError("separable_basis: key must be a typed PRNG key from jax.random.key(seed)")
+
+    def accepts(path, x):
+        if x.ndim != 4:
+            return f"it is {describe(x)}; separable bases need a (kh, kw, C, F) kernel"
+        return None
+
+    def factorize(path, x, index):
+        kh, kw, c, f = x.shape
+        check_rank("separable_basis", path, rank, kh * kw, f"kh kw = {kh * kw} basis filters")
+        stack = np.reshape(np.asarray(x, np.float32), (kh, kw, c * f))
+        vert, hor, comb = cp_als(
+            stack, rank, iterations=iterations, key=jax.random.fold_in(key, index)
+        )
+        coeffs = np.transpose(np.reshape(np.asarray(comb), (c, f, rank)), (0, 2, 1))
+        node = SeparableBasis(vert, hor, coeffs)
+        return jax.tree.map(lambda a: jnp.asarray(a, x.dtype), node), {}
+
+    return build(
+        what="separable_basis",
+        where=where,
+        default=spatial_convs(),
+        accepts=accepts,
+        factorize=factorize,
+        state_cls=SeparableBasisState,
+    )
