@@ -195,3 +195,21 @@ def test_four_device_sharded_step_equals_single_device():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SHARDED-OK" in out.stdout
+
+
+def test_penalty_trains_a_soft_sharing_prior(digits):
+    t = jc.prune.soft_sharing(components=4)
+    state = _state(MLP(), digits, transform=t)
+    tau = 1e-3
+    step = jc.train.make_train_step(
+        penalty=lambda c, s: tau * jc.prune.soft_sharing_penalty(c, s), donate=False
+    )
+    plain = jc.train.make_train_step(donate=False)
+    batch = (digits.x_train[:64], digits.y_train[:64])
+    with_prior, m1 = step(state, batch)
+    without, m0 = plain(state, batch)
+    # the prior's parameters move only when the penalty is in the loss
+    assert not _equal(with_prior.cparams.prior, state.cparams.prior)
+    assert _equal(without.cparams.prior, state.cparams.prior)
+    expected = float(m0["loss"])  # the metric is the task loss; the penalty adds to the gradient
+    assert float(m1["loss"]) == pytest.approx(expected, rel=1e-6)

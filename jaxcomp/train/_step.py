@@ -81,7 +81,10 @@ def supervised_objective(
 
 
 def make_train_step(
-    objective: Objective | None = None, *, donate: bool = True
+    objective: Objective | None = None,
+    *,
+    penalty: Callable[[Any, Any], jax.Array] | None = None,
+    donate: bool = True,
 ) -> Callable[[TrainState, tuple[jax.Array, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted step ``(state, (x, y)) -> (state, metrics)``.
 
@@ -89,6 +92,9 @@ def make_train_step(
       objective: ``objective(params, state, batch, key) -> (loss, (new_model_state, metrics))``;
         :func:`supervised_objective` with cross-entropy when omitted. Distillation and other
         training regimes pass their own.
+      penalty: ``penalty(cparams, comp_state) -> scalar`` added to the loss, differentiated with
+        respect to the transform's own ``cparams`` (a prior over weights that the transform
+        learns, such as :func:`jaxcomp.prune.soft_sharing_penalty` scaled by its weight).
       donate: donate the state's buffers to the step (the caller must not reuse the old state).
 
     Returns:
@@ -102,7 +108,10 @@ def make_train_step(
 
         def loss_of(cparams):
             params = state.transform.apply(cparams, state.comp_state)
-            return objective(params, state, batch, sub)
+            value, aux = objective(params, state, batch, sub)
+            if penalty is not None:
+                value = value + penalty(cparams, state.comp_state)
+            return value, aux
 
         (_, (model_state, metrics)), grads = jax.value_and_grad(loss_of, has_aux=True)(
             state.cparams
