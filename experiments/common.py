@@ -1,4 +1,4 @@
-"""Shared pieces of the experiment scripts: dense baselines, fine-tuning, tables and results.
+"""Shared pieces of the experiment scripts: training under a transform, tables and results.
 
 Every experiment is a script with a ``--smoke`` flag that runs it at toy size (the test suite runs
 each smoke) and writes its results as JSON next to a Markdown table for ``docs/``.
@@ -10,20 +10,11 @@ import json
 import os
 from collections.abc import Sequence
 from typing import Any
-from typing import NamedTuple
 
 import jax
 import optax
 
 import jaxcomp as jc
-
-
-class Trained(NamedTuple):
-    """A trained model: the module, its variables (dense params and collections), test accuracy."""
-
-    model: Any
-    variables: dict[str, Any]
-    accuracy: float
 
 
 def train(
@@ -57,23 +48,6 @@ def train(
     )  # fmt: skip
     acc = jc.train.evaluate(res.state, data.x_test, data.y_test)["accuracy"]
     return res.state, acc
-
-
-def dense_baseline(
-    name: str, data: jc.data.Dataset, *, epochs: int, seed: int = 0, lr: float = 1e-3, **kw: Any
-) -> Trained:
-    """Trains a registered model densely and returns it with its test accuracy."""
-    model = jc.models.get(name, num_classes=data.num_classes, **kw)
-    state, acc = train(model, data, epochs=epochs, seed=seed, lr=lr)
-    return Trained(model, state.variables(), acc)
-
-
-def accuracy(model: Any, variables: dict[str, Any], data: jc.data.Dataset) -> float:
-    """Test accuracy of ``model`` with ``variables`` (no training)."""
-    state = jc.train.TrainState.create(
-        apply_fn=model.apply, variables=variables, tx=optax.identity(), key=jax.random.key(0)
-    )
-    return jc.train.evaluate(state, data.x_test, data.y_test)["accuracy"]
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

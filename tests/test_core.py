@@ -130,3 +130,11 @@ def test_grad_flows_through_chain_with_ste():
     g = jax.grad(lambda c: sum(jnp.sum(x) for x in jax.tree.leaves(t.apply(c, s))))(c)
     # STE: gradient 1 where kept, 0 where pruned
     _close(g, s.states[0].mask)
+
+
+def test_check_same_structure_names_the_differing_paths():
+    p = _params()
+    jc.core.check_same_structure(p, jax.tree.map(jnp.zeros_like, p))
+    q = {"Dense_0": p["Dense_0"]}
+    with pytest.raises(jc.errors.StructureMismatchError, match="Dense_1"):
+        jc.core.check_same_structure(p, q, what="params and mask")

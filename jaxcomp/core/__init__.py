@@ -13,11 +13,9 @@ from jaxcomp.core._tree import MaskedNode
 from jaxcomp.core._tree import check_same_structure
 from jaxcomp.core._tree import is_array
 from jaxcomp.core._tree import leaf_paths
-from jaxcomp.core._tree import map_where
 from jaxcomp.core._tree import path_str
 from jaxcomp.core._tree import tree_merge
 from jaxcomp.core._tree import tree_select
-from jaxcomp.core._tree import zeros_like_tree
 
 __all__ = [
     "ChainState",
@@ -31,11 +29,9 @@ __all__ = [
     "identity",
     "is_array",
     "leaf_paths",
-    "map_where",
     "masked",
     "partition",
     "path_str",
     "tree_merge",
     "tree_select",
-    "zeros_like_tree",
 ]

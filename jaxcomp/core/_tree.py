@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp.errors import StructureMismatchError
@@ -17,11 +15,9 @@ __all__ = [
     "check_same_structure",
     "is_array",
     "leaf_paths",
-    "map_where",
     "path_str",
     "tree_merge",
     "tree_select",
-    "zeros_like_tree",
 ]
 
 
@@ -109,13 +105,3 @@ def tree_merge(labels: Any, trees_by_label: dict[Any, Any]) -> Any:
     index = {k: i for i, k in enumerate(keys)}
     trees = [trees_by_label[k] for k in keys]
     return jax.tree.map(lambda lab, *xs: xs[index[lab]], labels, *trees)
-
-
-def map_where(fn: Callable[..., Any], mask: Any, tree: Any, *rest: Any) -> Any:
-    """``fn(leaf, *rest_leaves)`` on the leaves where ``mask`` is True; other leaves unchanged."""
-    return jax.tree.map(lambda m, x, *r: fn(x, *r) if m else x, mask, tree, *rest)
-
-
-def zeros_like_tree(tree: Any) -> Any:
-    """A tree of zeros with the shapes and dtypes of ``tree``."""
-    return jax.tree.map(jnp.zeros_like, tree)
