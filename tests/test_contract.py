@@ -10,7 +10,10 @@ params of ``conftest.py`` and on an ``nnx.State``, and is checked for:
 * it works inside ``chain`` and ``partition`` (the other group's leaves are left untouched);
 * the state's structure, shapes and dtypes are stable across ``update``;
 * ``update`` compiles once across steps (no recompilation from a changing step);
-* ``apply`` is differentiable in ``cparams`` with finite gradients.
+* ``apply`` is differentiable in ``cparams`` with finite gradients;
+* where a transform has an ``apply_own``, it equals ``apply`` in value and gradient on the
+  ``cparams`` that ``init`` and ``update`` produce after optimizer-like perturbations, alone, as
+  the last transform of a ``chain`` and inside a ``partition``.
 """
 
 import importlib
@@ -124,3 +127,55 @@ def test_differentiable(name, factory, tiny_params):
     c, s = t.init(tiny_params)
     g = jax.grad(lambda c: sum(jnp.sum(x**2) for x in jax.tree.leaves(t.apply(c, s))))(c)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+
+
+OWN_CASES = [c for c in CASES if c[1]().apply_own is not None]
+
+
+def _own_matches(t, params):
+    c, s = t.init(params)
+    upd = jax.jit(lambda c, s, step: t.update(c, s, step=step, grads=c))
+    keys = iter(jax.random.split(jax.random.key(3), 64))
+    for step in range(1, 4):  # an "optimizer" moves every weight, pruned ones included
+        c = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(next(keys), x.shape, x.dtype), c)
+        c, s = upd(c, s, jnp.int32(step))
+    own = jc.core.own_apply(t)
+    assert own is t.apply_own
+    _assert_tree_equal(own(c, s), t.apply(c, s), tol=0)
+    w = jax.tree.map(lambda x: jax.random.normal(next(keys), x.shape, x.dtype), t.apply(c, s))
+    loss = lambda fn: (
+        lambda c: sum(
+            jnp.sum(a * jnp.sin(b)) for a, b in zip(jax.tree.leaves(w), jax.tree.leaves(fn(c, s)))
+        )
+    )
+    _assert_tree_equal(jax.grad(loss(own))(c), jax.grad(loss(t.apply))(c), tol=0)
+
+
+@pytest.mark.parametrize("name,factory", OWN_CASES, ids=[c[0] for c in OWN_CASES])
+def test_apply_own_equals_apply(name, factory, tiny_params):
+    t = factory()
+    _own_matches(t, tiny_params)
+    _own_matches(jc.chain(jc.identity(), t), tiny_params)
+    labels = jax.tree_util.tree_map_with_path(
+        lambda p, _: "t" if jc.core.path_str(p).startswith("Dense") else "keep", tiny_params
+    )
+    _own_matches(jc.partition({"t": t, "keep": jc.identity()}, labels), tiny_params)
+
+
+def test_apply_own_only_where_it_is_the_chains_input(tiny_params):
+    """A pruner before another transform sees that transform's output, not its own cparams."""
+    shift = jc.Transform(
+        init=lambda p: (p, jc.core.EmptyState()),
+        apply=lambda c, s: jax.tree.map(lambda x: x + 1.0, c),
+        update=lambda c, s, *, step, grads=None: (c, s),
+        finalize=lambda c, s: c,
+    )
+    t = jc.prune.magnitude(sparsity=0.5, where=jc.select.kernels())
+    ch = jc.chain(t, shift)
+    assert ch.apply_own is None
+    c, s = ch.init(tiny_params)
+    out = jc.core.own_apply(ch)(c, s)
+    masks = s.states[0].masks
+    for layer in ("Conv_0", "Dense_0", "Dense_1"):
+        kernel, m = out[layer]["kernel"], masks[layer]["kernel"]
+        assert int(jnp.sum(kernel == 0)) == int(jnp.sum(~m)) > 0

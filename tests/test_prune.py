@@ -84,6 +84,27 @@ def test_ties_are_broken_by_index_and_schedule_counts_are_exact():
     assert prune.num_pruned(0.9, 10) == 9 and prune.num_pruned(0.0, 5) == 0
 
 
+def _reference_mask(x, k):
+    keep = np.ones(x.size, bool)
+    keep[np.argsort(x.ravel(), kind="stable")[:k]] = False
+    return keep.reshape(x.shape)
+
+
+@pytest.mark.parametrize("kind", ["normal", "sample_misleads", "ties", "sticky"])
+def test_topk_mask_of_large_leaves_matches_a_stable_sort(kind):
+    """Leaves above 4096 entries bisect between bounds read off a sample; the result is exact."""
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.standard_normal(5000)).astype(np.float32)
+    if kind == "sample_misleads":  # the strided sample sees only huge values: the bounds fail
+        x[::2] += 1e6
+    elif kind == "ties":
+        x = rng.integers(0, 5, 5000).astype(np.float32)
+    elif kind == "sticky":  # previously pruned weights at -inf, as the pruners rank them
+        x[rng.random(5000) < 0.5] = -np.inf
+    for k in (0, 1, 1234, 2500, 4999, 5000):
+        assert np.array_equal(np.asarray(prune.topk_mask(jnp.asarray(x), k)), _reference_mask(x, k))
+
+
 # ---------------------------------------------------------------- gradual and iterative pruning
 
 

@@ -8,6 +8,7 @@ from jaxcomp.core._transform import Transform
 from jaxcomp.core._transform import chain
 from jaxcomp.core._transform import identity
 from jaxcomp.core._transform import masked
+from jaxcomp.core._transform import own_apply
 from jaxcomp.core._transform import partition
 from jaxcomp.core._tree import MaskedNode
 from jaxcomp.core._tree import check_same_structure
@@ -30,6 +31,7 @@ __all__ = [
     "is_array",
     "leaf_paths",
     "masked",
+    "own_apply",
     "partition",
     "path_str",
     "tree_merge",

@@ -12,6 +12,12 @@ A compression transform is a NamedTuple of four pure functions, in the manner of
 * ``finalize(cparams, state) -> compressed``: the baked result (hard masks, integer codes with
   scales, codebooks, factors), consumed by ``jaxcomp.encode`` and the fast inference adapters. It
   has the structure of the params as a prefix: each leaf is an array or a compressed node.
+* ``apply_own(cparams, state) -> params`` (optional, ``None`` by default): ``apply`` for
+  ``cparams`` that this transform's own ``init`` and ``update`` produced, free to rely on the
+  invariants they keep. It must equal ``apply`` there, in value and in gradient. A pruner's
+  ``update`` leaves the pruned weights at exact zero, so its ``apply_own`` skips the masking pass
+  of the forward and only masks the gradient. The training step uses it (see :func:`own_apply`);
+  everything else that may hand a transform foreign ``cparams`` uses ``apply``.
 
 A transform that keeps the structure of the params (masks, fake quantization) returns ``params``
 itself as ``cparams``; one that rewrites it (low-rank factors, codebooks, hash buckets) returns a
@@ -42,6 +48,7 @@ __all__ = [
     "chain",
     "identity",
     "masked",
+    "own_apply",
     "partition",
 ]
 
@@ -53,6 +60,17 @@ class Transform(NamedTuple):
     apply: Callable[[CParams, State], Params]
     update: Callable[..., tuple[CParams, State]]
     finalize: Callable[[CParams, State], Any]
+    apply_own: Callable[[CParams, State], Params] | None = None
+
+
+def own_apply(transform: Transform) -> Callable[[CParams, State], Params]:
+    """The ``apply`` to use on ``cparams`` that ``transform``'s own ``init``/``update`` produced.
+
+    That is ``transform.apply_own`` when the transform has one, else ``transform.apply``. The
+    training step and :attr:`jaxcomp.train.TrainState.params` use it: their ``cparams`` only ever
+    come from ``init`` and ``update``.
+    """
+    return transform.apply if transform.apply_own is None else transform.apply_own
 
 
 class EmptyState(NamedTuple):
@@ -126,17 +144,25 @@ def chain(*transforms: Transform) -> Transform:
             states.append(s)
         return c, ChainState(tuple(states))
 
-    def views(cparams, state):
-        """The input each transform sees: views[k] is transform k's cparams."""
+    def views(cparams, state, own=False):
+        """The input each transform sees: views[k] is transform k's cparams.
+
+        With ``own``, the last transform (the only one whose input is the chain's ``cparams``,
+        which it initializes and updates last) uses its ``apply_own``.
+        """
         out = [None] * len(ts)
         x = cparams
         for k in range(len(ts) - 1, -1, -1):
             out[k] = x
-            x = ts[k].apply(x, state.states[k])
+            fn = own_apply(ts[k]) if own and k == len(ts) - 1 else ts[k].apply
+            x = fn(x, state.states[k])
         return out, x
 
     def apply(cparams, state):
         return views(cparams, state)[1]
+
+    def apply_own(cparams, state):
+        return views(cparams, state, own=True)[1]
 
     def update(cparams, state, *, step, grads=None):
         states = list(state.states)
@@ -157,7 +183,8 @@ def chain(*transforms: Transform) -> Transform:
             out = ts[k].finalize(src, state.states[k])
         return out
 
-    return Transform(init, apply, update, finalize)
+    fast = apply_own if ts[-1].apply_own is not None else None
+    return Transform(init, apply, update, finalize, fast)
 
 
 class PartitionState(NamedTuple):
@@ -236,15 +263,24 @@ def partition(transforms: dict[Any, Transform], labels: Any) -> Transform:
 
         return jax.tree.map(pick, *outs.values(), is_leaf=_is_masked)
 
-    def apply(cparams, state):
+    def rebuild(cparams, state, own):
         if isinstance(state, PartitionState):
             lab = label_tree(cparams)
             subs = split(cparams, lab)
         else:
             subs = cparams
-        outs = {k: t.apply(subs[k], state.inner_states[k]) for k, t in transforms.items()}
+        outs = {
+            k: (own_apply(t) if own else t.apply)(subs[k], state.inner_states[k])
+            for k, t in transforms.items()
+        }
         lab = lab if isinstance(state, PartitionState) else split_labels(outs)
         return tree_merge(lab, outs)
+
+    def apply(cparams, state):
+        return rebuild(cparams, state, own=False)
+
+    def apply_own(cparams, state):
+        return rebuild(cparams, state, own=True)
 
     def update(cparams, state, *, step, grads=None):
         merged = isinstance(state, PartitionState)
@@ -274,7 +310,8 @@ def partition(transforms: dict[Any, Transform], labels: Any) -> Transform:
         fins = {k: t.finalize(subs[k], state.inner_states[k]) for k, t in transforms.items()}
         return tree_merge(lab, fins)
 
-    return Transform(init, apply, update, finalize)
+    fast = apply_own if any(t.apply_own is not None for t in transforms.values()) else None
+    return Transform(init, apply, update, finalize, fast)
 
 
 def masked(inner: Transform, where: Any) -> Transform:

@@ -42,6 +42,7 @@ from jaxcomp.prune._obs import ObsResult
 from jaxcomp.prune._obs import layer_hessian
 from jaxcomp.prune._obs import obs_kernel
 from jaxcomp.prune._obs import obs_prune
+from jaxcomp.prune._pruner import mask_grad
 from jaxcomp.prune._regularizers import biased_decay
 from jaxcomp.prune._regularizers import l1
 from jaxcomp.prune._regularizers import l2
@@ -91,6 +92,7 @@ __all__ = [
     "layer_inputs",
     "layerwise_masks",
     "magnitude",
+    "mask_grad",
     "nm",
     "nm_mask",
     "num_pruned",

@@ -5,9 +5,9 @@ pruned at sparsity ``s`` has exactly ``floor(s * n)`` zeros (layer-wise), and a 
 leaves of ``N`` weights in total has exactly ``floor(s * N)`` zeros in total. Ties are broken
 deterministically by position: among equal scores, the weight with the lower flat index (in the
 flattening order of the leaves, for a global mask) is pruned first. The selection needs no sort
-(``_rank_mask`` bisects on the scores' bit patterns: 32 counting passes, then a cumulative sum
-over the ties), so recomputing masks inside a training step is cheap, and the same scores always
-give the same mask.
+of the scores (``_rank_mask`` bisects on their bit patterns, between bounds read off a sorted
+sample, then breaks ties by position), so recomputing masks inside a training step is cheap, and
+the same scores always give the same mask.
 
 A constant sparsity (a Python number) is counted exactly with ``math.floor(s * n)`` in double
 precision. A sparsity that comes from a schedule is a traced float32; its count is
@@ -72,14 +72,42 @@ def num_pruned(sparsity: Any, n: int) -> Any:
     return jnp.clip(k, 0, n).astype(jnp.int32)
 
 
+_SAMPLE = 4096
+_MARGIN = 96
+
+
+def _bracket(u: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Bounds ``lo <= t <= hi`` on the ``k``-th smallest key ``t``, narrowed by a sample.
+
+    The sorted strided sample of ``_SAMPLE`` keys puts ``t`` near its ``k / n`` quantile; two
+    counts over all keys check that ``t`` lies between the sample's keys ``_MARGIN`` places either
+    side (about four standard deviations of the quantile's position). If it does not, the bounds
+    are the whole key range. Either way the bisection that follows is exact; the sample only saves
+    it the passes that would narrow the range down to there.
+    """
+    n = u.shape[0]
+    full = (jnp.uint32(0), jnp.uint32(0xFFFFFFFF))
+    if n <= _SAMPLE:
+        return full
+    stride = n // _SAMPLE
+    sample = jnp.sort(u[::stride][:_SAMPLE])
+    j = k // stride
+    lo = sample[jnp.clip(j - _MARGIN, 0, _SAMPLE - 1)]
+    hi = sample[jnp.clip(j + _MARGIN, 0, _SAMPLE - 1)]
+    ok = (jnp.sum(u < lo, dtype=jnp.int32) < k) & (jnp.sum(u <= hi, dtype=jnp.int32) >= k)
+    return jnp.where(ok, lo, full[0]), jnp.where(ok, hi, full[1])
+
+
 @jax.jit
 def _rank_mask(flat_scores: jax.Array, k: Any) -> jax.Array:
     """Keeps all but the ``k`` lowest of a flat vector (lower index first among ties).
 
     No sort: the scores are mapped to uint32 keys in the same order (the float's bits, with the
     sign folded so that the integer order is the float order; NaN highest), the ``k``-th smallest
-    key ``t`` is found by bisection (32 counting passes), and of the keys equal to ``t`` the first
-    ``k - count(key < t)`` in index order are pruned.
+    key ``t`` is found by bisection (at most 32 counting passes; fewer from the bounds of
+    :func:`_bracket`), and of the keys equal to ``t`` the first
+    ``k - count(key < t)`` in index order are pruned (all of them, without the cumulative sum over
+    the ties, when that is their number: the usual case of distinct scores).
     """
     x = flat_scores.astype(jnp.float32)
     bits = jax.lax.bitcast_convert_type(x, jnp.int32)
@@ -88,17 +116,23 @@ def _rank_mask(flat_scores: jax.Array, k: Any) -> jax.Array:
     u = jnp.where(jnp.isnan(x), jnp.uint32(0xFFFFFFFF), u)
     k = jnp.asarray(k, jnp.int32)
 
-    def bisect(_, bounds):
+    def bisect(bounds):
         lo, hi = bounds
         mid = lo + (hi - lo) // jnp.uint32(2)
         enough = jnp.sum(u <= mid, dtype=jnp.int32) >= k
         return jnp.where(enough, lo, mid + jnp.uint32(1)), jnp.where(enough, mid, hi)
 
-    t, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
+    t, _ = jax.lax.while_loop(lambda b: b[0] < b[1], bisect, _bracket(u, k))
     below = u < t
     ties_to_prune = k - jnp.sum(below, dtype=jnp.int32)
     tie = u == t
-    return ~(below | (tie & (jnp.cumsum(tie, dtype=jnp.int32) <= ties_to_prune)))
+    # the cumulative sum (a full pass of its own) only when some ties must be kept
+    pruned_ties = jax.lax.cond(
+        ties_to_prune >= jnp.sum(tie, dtype=jnp.int32),
+        lambda: tie,
+        lambda: tie & (jnp.cumsum(tie, dtype=jnp.int32) <= ties_to_prune),
+    )
+    return ~(below | pruned_ties)
 
 
 def _select(flat: jax.Array, k: Any) -> jax.Array:

@@ -7,6 +7,12 @@ whatever the optimizer's momentum does) and recomputes the masks every ``update_
 inside a ``lax.cond``, so that the expensive ranking runs only on those steps. ``finalize`` returns
 the hard-masked dense params; the masks stay in the state for the encoders.
 
+Since ``init`` and ``update`` keep the pruned weights at exact zero, ``apply_own`` (what the
+training step uses, see :func:`jaxcomp.core.own_apply`) skips the forward's masking pass: it is
+the identity on the weights with a masked derivative (:func:`mask_grad`), so the gradient, and with
+it every optimizer (global-norm clipping included), is exactly that of ``where(mask, w, 0)``. On a
+CPU this pass was most of a masked LeNet-300-100 step's overhead over the dense step.
+
 Pruned weights stay pruned: when masks are recomputed, the weights pruned so far rank below every
 other weight, so with a non-decreasing sparsity the masks are nested (gradual pruning of Zhu and
 Gupta, iterative pruning of Han et al.) and with a constant sparsity they do not change.
@@ -37,7 +43,7 @@ from jaxcomp.schedules._schedules import as_schedule
 from jaxcomp.select._select import resolve
 from jaxcomp.select._select import resolve_rules
 
-__all__: list[str] = []
+__all__ = ["mask_grad"]
 
 _SCOPES = ("layer", "global")
 _DISTRIBUTIONS = ("uniform", "erk")
@@ -191,6 +197,30 @@ def leaf_sparsities(spec: Any, leaves: Leaves, fn: str, distribution: str) -> li
     return [(lambda t, r=r: jnp.clip(r * spec(t), 0.0, 1.0)) for r in ratios]
 
 
+@jax.custom_jvp
+def mask_grad(w: jax.Array, mask: jax.Array) -> jax.Array:
+    """``w`` itself, with the derivative of ``where(mask, w, 0)``.
+
+    Equals ``where(mask, w, 0)`` in value and in every derivative when ``w`` is already zero
+    where ``mask`` is False (the invariant a pruner's ``init`` and ``update`` keep), without the
+    forward pass over the weights.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> w, m = jnp.array([0.0, 2.0]), jnp.array([False, True])
+        >>> jax.grad(lambda w: jnp.sum(3.0 * mask_grad(w, m)))(w).tolist()
+        [0.0, 3.0]
+    """
+    del mask
+    return w
+
+
+@mask_grad.defjvp
+def _mask_grad_jvp(primals, tangents):
+    w, mask = primals
+    return w, jnp.where(mask, tangents[0], jnp.zeros_like(tangents[0]))
+
+
 def _at(value: Any, step: Any) -> Any:
     return value(step) if callable(value) else value
 
@@ -272,6 +302,10 @@ def build_pruner(
         lv = Leaves.from_state(cparams, state.masks)
         return lv.replace(masked(lv.sel(), lv.sel(state.masks)))
 
+    def apply_own(cparams, state):
+        lv = Leaves.from_state(cparams, state.masks)
+        return lv.replace([mask_grad(w, m) for w, m in zip(lv.sel(), lv.sel(state.masks))])
+
     def update(cparams, state, *, step, grads=None):
         lv = Leaves.from_state(cparams, state.masks)
         c = lv.sel()
@@ -305,4 +339,4 @@ def build_pruner(
     def finalize(cparams, state):
         return apply(cparams, state)
 
-    return Transform(init, apply, update, finalize)
+    return Transform(init, apply, update, finalize, apply_own)

@@ -17,6 +17,7 @@ from flax import struct
 
 from jaxcomp.core import Transform
 from jaxcomp.core import identity
+from jaxcomp.core import own_apply
 
 __all__ = ["TrainState"]
 
@@ -92,8 +93,12 @@ class TrainState(struct.PyTreeNode):
 
     @property
     def params(self) -> Any:
-        """The dense params the model sees: ``transform.apply(cparams, comp_state)``."""
-        return self.transform.apply(self.cparams, self.comp_state)
+        """The dense params the model sees: ``transform.apply(cparams, comp_state)``.
+
+        Computed with :func:`jaxcomp.core.own_apply`, since a state's ``cparams`` only come from
+        the transform's ``init`` and ``update``.
+        """
+        return own_apply(self.transform)(self.cparams, self.comp_state)
 
     def variables(self) -> dict[str, Any]:
         """The model's variables: ``{"params": self.params, **self.model_state}``."""

@@ -1,9 +1,11 @@
 """Jitted training and evaluation steps for a compressed model.
 
 One step: rebuild the dense params with ``transform.apply`` (differentiable, straight-through
-where it rounds), run the model, take the gradient with respect to the transform's ``cparams``,
-apply the optimizer, then let the transform do its between-step work with ``transform.update``
-(re-masking, observers), all inside one ``jit`` with the state's buffers donated.
+where it rounds; the transform's ``apply_own`` where it has one, see
+:func:`jaxcomp.core.own_apply`), run the model, take the gradient with respect to the
+transform's ``cparams``, apply the optimizer, then let the transform do its between-step work with
+``transform.update`` (re-masking, observers), all inside one ``jit`` with the state's buffers
+donated.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcomp.core import own_apply
 from jaxcomp.train._state import TrainState
 
 __all__ = [
@@ -107,7 +110,7 @@ def make_train_step(
         key, sub = jax.random.split(state.key)
 
         def loss_of(cparams):
-            params = state.transform.apply(cparams, state.comp_state)
+            params = own_apply(state.transform)(cparams, state.comp_state)
             value, aux = objective(params, state, batch, sub)
             if penalty is not None:
                 value = value + penalty(cparams, state.comp_state)
