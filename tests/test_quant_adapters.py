@@ -7,10 +7,14 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 import jaxcomp as jc
 from jaxcomp import quant
 from jaxcomp.errors import SelectionError
+from jaxcomp.quant._layers import _int_conv
 
 
 class ConvNet(nn.Module):
@@ -150,7 +154,8 @@ def test_run_int8_uses_integer_kernels(net):
     t, c, s = _wq(v["params"])
     jaxpr = jax.make_jaxpr(quant.run_int8(m.apply))({"params": t.finalize(c, s)}, x)
     ops = _int32_contractions(jaxpr.jaxpr)
-    assert sorted(name for name, _ in ops) == ["conv_general_dilated"] * 2 + ["dot_general"] * 2
+    # the convolutions run as integer matmuls over strided-slice patches (_int_conv)
+    assert [name for name, _ in ops] == ["dot_general"] * 4
     assert all(dtypes == ["int8", "int8"] for _, dtypes in ops)
 
 
@@ -187,9 +192,36 @@ def test_int_matmul_qat_equals_fake_quant_forward_and_gradient(net, symmetric):
     np.testing.assert_allclose(li, lf, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), gi, gf)
     ops = _int32_contractions(jax.make_jaxpr(loss(intm))(c).jaxpr)
-    # 4 layers; affine inputs add the zero-point term of the SAME-padded conv (ones * kernel)
-    assert len(ops) == (4 if symmetric else 5)
+    # 4 layers, one integer call each: the zero-point term is one more example of the batch
+    assert len(ops) == 4
     assert all(dtypes == ["int8", "int8"] for _, dtypes in ops)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rank=st.sampled_from([1, 2]),
+    window=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    dilation=st.integers(1, 2),
+    padding=st.sampled_from(["SAME", "VALID", "pairs"]),
+    seed=st.integers(0, 2**16),
+)
+def test_int_conv_by_slices_equals_the_integer_convolution(
+    rank, window, stride, dilation, padding, seed
+):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.integers(-128, 128, (2, *(7,) * rank, 3)), jnp.int8)
+    w = jnp.asarray(rng.integers(-127, 128, (*(window,) * rank, 3, 4)), jnp.int8)
+    pad = [(1, -1)] * rank if padding == "pairs" and rank == 1 else [(2, 0)] * rank
+    pad = padding if padding != "pairs" else pad
+    strides, dil = (stride,) * rank, (dilation,) * rank
+    got = _int_conv(x, w, strides, pad, dil, jnp.int32)
+    spec = ("NWC", "WIO", "NWC") if rank == 1 else ("NHWC", "HWIO", "NHWC")
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, spec)
+    ref = jax.lax.conv_general_dilated(x, w, strides, pad, rhs_dilation=dil, dimension_numbers=dn,
+                                       preferred_element_type=jnp.int32)  # fmt: skip
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, ref)
 
 
 def test_xnor_and_binarynet_inputs():

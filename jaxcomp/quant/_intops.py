@@ -9,7 +9,9 @@ accumulation run neural networks faster on CPUs at no loss of accuracy. Here a `
     ``y = s_x * s_w[c] * (sum_k q_x q_w - z_x * sum_k q_w)``
 
 where the zero-point term (affine activations) is the same contraction applied to an all-ones
-input, so zero padding stays exact. Weights are symmetric (zero point 0), per output channel.
+input, so zero padding stays exact; it is computed as one more example of the batch, in the same
+integer call (a separate sum over the kernel cost more than the int8 matmul itself). Weights are
+symmetric (zero point 0), per output channel.
 
 :func:`int_linear` is inference. :func:`qat_linear` is the same forward with a ``custom_vjp``
 whose backward is the float contraction of the dequantized operands, with the clipped
@@ -85,14 +87,16 @@ def int_linear(
     Returns:
       ``s_x * s_w * (op(xq, wq) - z_x * op(1, wq))`` in float32, before the bias.
     """
-    acc = op(xq, wq, jnp.int32)
-    if not symmetric:
-        kernel_sum = getattr(op, "kernel_sum", None)
-        if kernel_sum is not None:
-            term = broadcast_channel(kernel_sum(wq), acc.ndim, acc.ndim - 1)
-        else:  # padding: the sum over the part of each window inside the input
-            term = op(jnp.ones((1, *xq.shape[1:]), jnp.int8), wq, jnp.int32)
-        acc = acc - zx.astype(jnp.int32) * term
+    if symmetric:
+        acc = op(xq, wq, jnp.int32)
+    elif xq.ndim > getattr(op, "example_ndim", xq.ndim):
+        # the zero-point term op(1, w_q) (padding-exact: the part of each window inside the
+        # input) rides along as one more example of the batch, in the same integer matmul
+        ones = jnp.ones((1, *xq.shape[1:]), xq.dtype)
+        both = op(jnp.concatenate([xq, ones]), wq, jnp.int32)
+        acc = both[:-1] - zx.astype(jnp.int32) * both[-1:]
+    else:
+        acc = op(xq, wq, jnp.int32) - zx.astype(jnp.int32) * op(jnp.ones_like(xq), wq, jnp.int32)
     scale = sx * broadcast_channel(sw, acc.ndim, acc.ndim - 1 if jnp.ndim(sw) else None)
     return acc.astype(jnp.float32) * scale
 
@@ -138,14 +142,15 @@ def qat_linear(
         xq, inside = _quantize_input(x, sx, zx, bits, symmetric)
         wq, sw = quantize_kernel(w, bits)
         y = int_linear(op, xq, wq, sx, zx, sw, symmetric=symmetric).astype(x.dtype)
-        return y, (xq, wq, sw, inside, sx, zx)
-
-    def bwd(res, g):
-        xq, wq, sw, inside, sx, zx = res
-        x_hat = ((xq.astype(jnp.float32) - zx) * sx).astype(x_dtype)
+        # the dequantized kernel, from the same pass over w as the codes
         w_hat = (wq.astype(jnp.float32) * broadcast_channel(sw, wq.ndim, wq.ndim - 1)).astype(
             w_dtype
         )
+        return y, (xq, w_hat, inside, sx, zx)
+
+    def bwd(res, g):
+        xq, w_hat, inside, sx, zx = res
+        x_hat = ((xq.astype(jnp.float32) - zx) * sx).astype(x_dtype)
         _, vjp = jax.vjp(lambda a, b: op(a, b), x_hat, w_hat)
         dx, dw = vjp(g)
         return dx * inside.astype(dx.dtype), dw, jnp.zeros_like(sx), jnp.zeros_like(zx)
