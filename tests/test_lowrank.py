@@ -427,6 +427,19 @@ def test_factors_train_through_the_rebuilt_kernel(net):
 GEOMETRIES = [((1, 1), ((1, 1), (1, 1)), (1, 1)), ((2, 1), ((0, 2), (1, 0)), (1, 2))]
 
 
+@pytest.mark.parametrize("impl", ["slices", "conv"])
+@pytest.mark.parametrize("strides,padding,dilation", GEOMETRIES)
+def test_separable_basis_runs_as_its_dense_kernel(strides, padding, dilation, impl):
+    node = lowrank.SeparableBasis(_normal(0, (3, 2)), _normal(1, (2, 2)), _normal(2, (6, 2, 5)))
+    x = _normal(3, (2, 7, 8, 6))
+    spec = ConvSpec(strides, padding, dilation, None, impl)
+    ref = jax.lax.conv_general_dilated(
+        x, node.dense(), strides, padding, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )  # fmt: skip
+    np.testing.assert_allclose(node.conv(x, spec), ref, atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize("strides,padding,dilation", GEOMETRIES)
 def test_depthwise_slices_equal_the_grouped_convolution(strides, padding, dilation):
     x, w = _normal(0, (2, 7, 8, 6)), _normal(1, (3, 2, 6))

