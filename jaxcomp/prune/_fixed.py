@@ -28,8 +28,8 @@ from jaxcomp.core._tree import path_str
 from jaxcomp.errors import SelectionError
 from jaxcomp.prune._masks import nm_mask
 from jaxcomp.prune._pruner import Leaves
+from jaxcomp.prune._pruner import apply_own_masked
 from jaxcomp.prune._pruner import is_masked
-from jaxcomp.prune._pruner import mask_grad
 from jaxcomp.prune._pruner import select_leaves
 
 __all__ = [
@@ -66,15 +66,12 @@ def _masked_transform(init_masks, state_cls) -> Transform:
         lv = Leaves.from_state(cparams, state.masks)
         return lv.replace(where0(lv.sel(), lv.sel(state.masks)))
 
-    def apply_own(cparams, state):  # init and update keep the masked weights at exact zero
-        lv = Leaves.from_state(cparams, state.masks)
-        return lv.replace([mask_grad(w, m) for w, m in zip(lv.sel(), lv.sel(state.masks))])
-
     def update(cparams, state, *, step, grads=None):
         del step, grads
         return apply(cparams, state), state
 
-    return Transform(init, apply, update, apply, apply_own)
+    # init and update keep the masked weights at exact zero
+    return Transform(init, apply, update, apply, apply_own_masked)
 
 
 def fixed_masks(masks: Any) -> Transform:

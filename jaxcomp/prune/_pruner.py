@@ -221,6 +221,15 @@ def _mask_grad_jvp(primals, tangents):
     return w, jnp.where(mask, tangents[0], jnp.zeros_like(tangents[0]))
 
 
+def apply_own_masked(cparams: Any, state: Any) -> Any:
+    """``apply_own`` of a transform whose ``state.masks`` are kept by ``init``/``update``.
+
+    The selected leaves pass through :func:`mask_grad`: their pruned entries are already zero.
+    """
+    lv = Leaves.from_state(cparams, state.masks)
+    return lv.replace([mask_grad(w, m) for w, m in zip(lv.sel(), lv.sel(state.masks), strict=True)])
+
+
 def _at(value: Any, step: Any) -> Any:
     return value(step) if callable(value) else value
 
@@ -302,10 +311,6 @@ def build_pruner(
         lv = Leaves.from_state(cparams, state.masks)
         return lv.replace(masked(lv.sel(), lv.sel(state.masks)))
 
-    def apply_own(cparams, state):
-        lv = Leaves.from_state(cparams, state.masks)
-        return lv.replace([mask_grad(w, m) for w, m in zip(lv.sel(), lv.sel(state.masks))])
-
     def update(cparams, state, *, step, grads=None):
         lv = Leaves.from_state(cparams, state.masks)
         c = lv.sel()
@@ -339,4 +344,4 @@ def build_pruner(
     def finalize(cparams, state):
         return apply(cparams, state)
 
-    return Transform(init, apply, update, finalize, apply_own)
+    return Transform(init, apply, update, finalize, apply_own_masked)
