@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 import jaxcomp as jc
 from jaxcomp import quant
 from jaxcomp.errors import SelectionError
+from jaxcomp.quant._intops import int_linear
+from jaxcomp.quant._intops import quantize_kernel
 from jaxcomp.quant._layers import _int_conv
 
 
@@ -222,6 +224,29 @@ def test_int_conv_by_slices_equals_the_integer_convolution(
                                        preferred_element_type=jnp.int32)  # fmt: skip
     assert got.dtype == jnp.int32
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize(
+    "layer,shape",
+    [
+        (nn.Dense(5), (6,)),  # no batch axis: the zero-point term as its own contraction
+        (nn.Dense(5), (3, 6)),
+        (nn.Dense(5), (2, 3, 6)),  # two batch axes
+        (nn.Conv(4, (3, 3)), (5, 5, 2)),  # unbatched SAME conv: the term depends on the window
+        (nn.Conv(4, (3, 3)), (2, 3, 5, 5, 2)),  # two batch axes
+    ],
+)
+def test_int_linear_zero_point_term_for_any_batch_layout(layer, shape):
+    x = jax.random.uniform(jax.random.key(0), shape)
+    v = layer.init(jax.random.key(1), x)
+    op = quant.contraction(layer.bind(v))
+    sx, zx = jnp.float32(1.0 / 200), jnp.float32(-100.0)  # affine: codes of [0, 1] in [-100, 100]
+    xq = jnp.round(x / sx + zx).astype(jnp.int8)
+    wq, sw = quantize_kernel(v["params"]["kernel"], 8)
+    got = int_linear(op, xq, wq, sx, zx, sw, symmetric=False)
+    x_hat = (xq.astype(jnp.float32) - zx) * sx
+    ref = op(x_hat, wq.astype(jnp.float32) * sw.reshape((1,) * (wq.ndim - 1) + (-1,)))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_xnor_and_binarynet_inputs():
