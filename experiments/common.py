@@ -50,6 +50,19 @@ def train(
     return res.state, acc
 
 
+def latency_summary(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``jc.analysis.compare_latency``'s result in milliseconds, with its two ratios."""
+    return {
+        n: {
+            "median_ms": r["median_s"] * 1e3,
+            "min_ms": r["min_s"] * 1e3,
+            "ratio": r["ratio"],
+            "ratio_of_min": r["ratio_of_min"],
+        }
+        for n, r in stats.items()
+    }
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A Markdown table of ``rows`` (floats with 4 significant digits)."""
 

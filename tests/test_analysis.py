@@ -300,3 +300,4 @@ def test_compare_latency_interleaves_and_reports_ratios():
         assert s["repeats"] == 7
         assert s["median_s"] > 0.0
         assert s["ratio"] == pytest.approx(s["median_s"] / res["mm"]["median_s"])
+        assert s["ratio_of_min"] == pytest.approx(s["min_s"] / res["mm"]["min_s"])

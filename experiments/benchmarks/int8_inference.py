@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import jaxcomp as jc
 import jaxcomp.quant as jq
 from experiments.benchmarks.qat_overhead import MLP
+from experiments.common import latency_summary
 
 
 def bench(model, *, batch: int, shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
@@ -60,16 +61,7 @@ def bench(model, *, batch: int, shape: tuple[int, ...], repeats: int) -> dict[st
     }
     args = (v, final, static, x, mixed)
     res = jc.analysis.compare_latency(fns, args, repeats=repeats, warmup=3, rounds=10)
-    base_min = res["fp32"]["min_s"]
-    out: dict[str, Any] = {
-        n: {
-            "median_ms": r["median_s"] * 1e3,
-            "min_ms": r["min_s"] * 1e3,
-            "ratio": r["ratio"],
-            "ratio_of_min": r["min_s"] / base_min,
-        }
-        for n, r in res.items()
-    }
+    out: dict[str, Any] = latency_summary(res)
     for n in ("int8_dynamic", "int8_static", "int8_dynamic_first_layer_float"):
         out[n]["speedup"] = 1.0 / out[n]["ratio"]
     y32 = model.apply({"params": t.apply(c, s)}, x)

@@ -38,6 +38,7 @@ from flax import linen as nn
 
 import jaxcomp as jc
 import jaxcomp.quant as jq
+from experiments.common import latency_summary
 
 
 class MLP(nn.Module):
@@ -90,16 +91,7 @@ def bench(model: nn.Module, *, batch: int, shape: tuple[int, ...], repeats: int)
     fns = {name: make(i) for i, name in enumerate(names)}
     ss = tuple(states[n] for n in names)
     res = jc.analysis.compare_latency(fns, ss, (x, y), repeats=repeats, warmup=3, rounds=10)
-    base_min = res["fp32"]["min_s"]
-    return {
-        n: {
-            "median_ms": r["median_s"] * 1e3,
-            "min_ms": r["min_s"] * 1e3,
-            "ratio": r["ratio"],
-            "ratio_of_min": r["min_s"] / base_min,
-        }
-        for n, r in res.items()
-    }
+    return latency_summary(res)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

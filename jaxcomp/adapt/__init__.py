@@ -9,6 +9,7 @@ from jaxcomp.adapt._factorized import depthwise_impl
 from jaxcomp.adapt._factorized import factorized_handler
 from jaxcomp.adapt._factorized import grouped_conv
 from jaxcomp.adapt._factorized import run_factorized
+from jaxcomp.adapt._factorized import window_slices
 from jaxcomp.adapt._intercept import PASS
 from jaxcomp.adapt._intercept import Handler
 from jaxcomp.adapt._intercept import Layer
@@ -30,4 +31,5 @@ __all__ = [
     "intercept",
     "layer_path",
     "run_factorized",
+    "window_slices",
 ]

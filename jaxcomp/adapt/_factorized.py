@@ -57,6 +57,7 @@ __all__ = [
     "factorized_handler",
     "grouped_conv",
     "run_factorized",
+    "window_slices",
 ]
 
 
@@ -145,6 +146,43 @@ def depthwise_impl(spec: ConvSpec) -> str:
     return spec.depthwise
 
 
+def window_slices(
+    x: jax.Array,
+    window: Sequence[int],
+    strides: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+) -> list[tuple[tuple[int, ...], jax.Array]]:
+    """The input each tap of a convolution window sees: one strided slice per window offset.
+
+    ``x`` is ``(N, *spatial, C)``, zero-padded by the explicit ``(low, high)`` pairs (negative
+    values crop, as in ``lax.conv_general_dilated``). For each offset ``t`` of the window, in
+    ``itertools.product`` order, the slice holds ``x[n, p * stride + t * dilation, c]`` for every
+    output position ``p``: a convolution is the sum over offsets of each slice times its tap
+    (the depthwise sums here, the int8 im2col of :mod:`jaxcomp.quant`).
+
+    Returns:
+      ``[(offset, slice)]``, each slice ``(N, *out_spatial, C)``.
+    """
+    n = len(window)
+    cfg = [(0, 0, 0), *((int(lo), int(hi), 0) for lo, hi in padding), (0, 0, 0)]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), cfg)
+    out = [
+        (size - (k - 1) * d - 1) // s + 1
+        for size, k, d, s in zip(xp.shape[1 : n + 1], window, dilation, strides, strict=True)
+    ]
+    pieces = []
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = (0, *(t * d for t, d in zip(offset, dilation, strict=True)), 0)
+        limit = (
+            xp.shape[0],
+            *(s0 + (o - 1) * st + 1 for s0, o, st in zip(start[1:-1], out, strides, strict=True)),
+            xp.shape[-1],
+        )
+        pieces.append((offset, lax.slice(xp, start, limit, (1, *strides, 1))))
+    return pieces
+
+
 def depthwise(x: jax.Array, weights: jax.Array, spec: ConvSpec) -> jax.Array:
     """A depthwise convolution: each channel convolved with its own filter(s).
 
@@ -170,23 +208,10 @@ def depthwise(x: jax.Array, weights: jax.Array, spec: ConvSpec) -> jax.Array:
     if depthwise_impl(spec) == "conv":
         kernel = jnp.reshape(w_all, (*w_all.shape[:-2], 1, c * m))
         return conv(x, kernel, spec, groups=c)
-    n_sp = x.ndim - 2
-    ks = w_all.shape[:-2]
-    xp = jnp.pad(x, [(0, 0), *spec.padding, (0, 0)])
-    out = [
-        (xp.shape[1 + a] - (ks[a] - 1) * spec.dilation[a] - 1) // spec.strides[a] + 1
-        for a in range(n_sp)
-    ]
-    strides = (1, *spec.strides, 1)
     acc = None
-    for taps in itertools.product(*(range(k) for k in ks)):
-        start = (0, *(t * d for t, d in zip(taps, spec.dilation)), 0)
-        limit = (
-            xp.shape[0],
-            *(s + (o - 1) * st + 1 for s, o, st in zip(start[1:-1], out, spec.strides)),
-            xp.shape[-1],
-        )
-        piece = lax.slice(xp, start, limit, strides)
+    for taps, piece in window_slices(
+        x, w_all.shape[:-2], spec.strides, spec.padding, spec.dilation
+    ):
         if multiplier:
             w = jnp.reshape(w_all[taps], (1,) * (x.ndim - 1) + (c, m))
             term = piece[..., None] * w

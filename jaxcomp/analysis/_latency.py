@@ -113,9 +113,10 @@ def compare_latency(
       rounds: the number of interleaved rounds, an int >= 1 (at most ``repeats`` are non-empty).
 
     Returns:
-      ``{name: stats}`` in the order of ``fns``, where ``stats`` has the keys of :func:`latency`
-      and ``ratio``, the function's median divided by the first function's median (1.0 for the
-      first; below 1 is faster).
+      ``{name: stats}`` in the order of ``fns``, where ``stats`` has the keys of :func:`latency`,
+      ``ratio``, the function's median divided by the first function's median (1.0 for the
+      first; below 1 is faster), and ``ratio_of_min``, the same for the fastest calls (which
+      suffer least from other processes on a shared machine).
 
     Raises:
       ValueError: ``fns`` is empty or holds a non-callable, or ``repeats``, ``warmup`` or
@@ -144,7 +145,9 @@ def compare_latency(
         for name, jfn in jfns.items():
             times[name].extend(_time_calls(jfn, args, n))
     stats = {name: _stats(t) for name, t in times.items()}
-    base = next(iter(stats.values()))["median_s"]
+    first = next(iter(stats.values()))
+    base, base_min = first["median_s"], first["min_s"]
     for s in stats.values():
         s["ratio"] = s["median_s"] / base if base > 0 else float("nan")
+        s["ratio_of_min"] = s["min_s"] / base_min if base_min > 0 else float("nan")
     return stats

@@ -12,7 +12,6 @@ passed through.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from jax import lax
 
 from jaxcomp.adapt import PASS
 from jaxcomp.adapt import intercept
+from jaxcomp.adapt import window_slices
 
 __all__ = ["add_bias", "contraction", "is_linear", "layer_inputs"]
 
@@ -135,24 +135,10 @@ def _int_conv(
     """
     n = kernel.ndim - 2
     window = kernel.shape[:n]
-    span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation, strict=True))
     if isinstance(padding, str):
+        span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation, strict=True))
         padding = lax.padtype_to_pads(x.shape[1 : n + 1], span, strides, padding)
-    cfg = [(0, 0, 0), *((int(lo), int(hi), 0) for lo, hi in padding), (0, 0, 0)]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), cfg)
-    out = [
-        (size - sp) // st + 1
-        for size, sp, st in zip(xp.shape[1 : n + 1], span, strides, strict=True)
-    ]
-    cols = []
-    for offset in itertools.product(*(range(k) for k in window)):
-        start = (0, *(o * d for o, d in zip(offset, dilation, strict=True)), 0)
-        limit = (
-            xp.shape[0],
-            *(s0 + (m - 1) * st + 1 for s0, m, st in zip(start[1:-1], out, strides, strict=True)),
-            xp.shape[-1],
-        )
-        cols.append(lax.slice(xp, start, limit, (1, *strides, 1)))
+    cols = [piece for _, piece in window_slices(x, window, strides, padding, dilation)]
     patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
     dims = (((n + 1,), (0,)), ((), ()))
     return lax.dot_general(
