@@ -16,6 +16,8 @@ import optax
 
 import jaxcomp as jc
 
+_EVAL_STEP = jc.train.make_eval_step()
+
 
 def train(
     model: Any,
@@ -30,6 +32,7 @@ def train(
     seed: int = 0,
     objective: Any = None,
     progress: bool = False,
+    augment: Any = None,
 ) -> tuple[jc.train.TrainState, float]:
     """Trains ``model`` (from ``variables`` if given) under ``transform``: (state, accuracy)."""
     k_init, k_train = jax.random.split(jax.random.key(seed))
@@ -39,15 +42,17 @@ def train(
         apply_fn=model.apply, variables=variables, tx=optax.adam(lr), key=k_train,
         transform=transform,
     )  # fmt: skip
-    step = jc.train.make_train_step(objective)
     if epochs is None and steps is None:
         raise ValueError("train: give epochs= or steps=")
+    batch = min(batch_size, data.num_train)
+    total = steps if steps is not None else epochs * (data.num_train // batch)
     res = jc.train.fit(
-        state, data, batch_size=min(batch_size, data.num_train), epochs=epochs, steps=steps,
-        seed=seed, progress=progress, train_step=step,
+        state, data, batch_size=batch, epochs=epochs, steps=steps, seed=seed, progress=progress,
+        train_step=jc.train.make_train_step(objective), eval_every=max(total, 1),
+        eval_step=_EVAL_STEP, augment=augment,
     )  # fmt: skip
-    acc = jc.train.evaluate(res.state, data.x_test, data.y_test)["accuracy"]
-    return res.state, acc
+    # fit evaluated the test split once, at the end
+    return res.state, res.history[-1]["test_accuracy"]
 
 
 def latency_summary(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -34,6 +34,8 @@ import numpy as np
 import optax
 
 import jaxcomp as jc
+from experiments.common import train
+from experiments.common import write_results
 from jaxcomp import distill
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,30 +53,7 @@ COLUMNS = [
 # Shared optimizer, transform and eval step: jit caches on the state's static fields, so students
 # of one architecture share one compiled evaluation.
 TX = optax.adam(1e-3)
-IDENTITY = jc.identity()
 EVAL_STEP = jc.train.make_eval_step()
-
-
-def train(model, data, *, steps, seed, objective=None, variables=None, batch_size=64):
-    """Trains ``model`` for ``steps`` (from ``variables`` if given): (state, test accuracy)."""
-    k_init, k_train = jax.random.split(jax.random.key(seed))
-    if variables is None:
-        variables = jc.models.init(model, k_init, data.input_shape)
-    state = jc.train.TrainState.create(
-        apply_fn=model.apply, variables=variables, tx=TX, key=k_train, transform=IDENTITY
-    )
-    res = jc.train.fit(
-        state,
-        data,
-        batch_size=batch_size,
-        steps=steps,
-        seed=seed,
-        eval_every=steps,
-        progress=False,
-        eval_step=EVAL_STEP,
-        train_step=jc.train.make_train_step(objective),
-    )
-    return res.state, res.history[-1]["test_accuracy"]
 
 
 def shift(x: np.ndarray, rng: np.random.Generator, margin: int = 2) -> np.ndarray:
@@ -90,23 +69,8 @@ def shift(x: np.ndarray, rng: np.random.Generator, margin: int = 2) -> np.ndarra
 
 def train_teacher(model: Any, data: jc.data.Dataset, *, steps: int, batch_size: int) -> Any:
     """Trains a teacher with shift augmentation; returns (variables, test accuracy)."""
-    k_init, k_train = jax.random.split(jax.random.key(1234))
-    v = jc.models.init(model, k_init, data.input_shape)
-    st = jc.train.TrainState.create(
-        apply_fn=model.apply, variables=v, tx=TX, key=k_train, transform=IDENTITY
-    )
-    res = jc.train.fit(
-        st,
-        data,
-        batch_size=batch_size,
-        steps=steps,
-        seed=1234,
-        progress=False,
-        augment=shift,
-        eval_every=steps,
-        eval_step=EVAL_STEP,
-    )
-    return res.state.variables(), res.history[-1]["test_accuracy"]
+    st, acc = train(model, data, steps=steps, seed=1234, batch_size=batch_size, augment=shift)
+    return st.variables(), acc
 
 
 def subset(data: jc.data.Dataset, n_train: int, n_test: int) -> jc.data.Dataset:
@@ -185,9 +149,7 @@ def dense_methods(t_apply, tv, data, cfg) -> dict[str, Callable[[int], dict[str,
     def bdk(seed):
         k_init, k_train, k_bdk = jax.random.split(jax.random.key(seed), 3)
         sv = jc.models.init(student, k_init, data.input_shape)
-        s = jc.train.TrainState.create(
-            apply_fn=student.apply, variables=sv, tx=TX, key=k_train, transform=IDENTITY
-        )
+        s = jc.train.TrainState.create(apply_fn=student.apply, variables=sv, tx=TX, key=k_train)
         per_epoch = data.num_train // bs
         b = distill.bayesian_dark_knowledge(
             t_apply,
@@ -412,8 +374,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 def jc_write(out: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """Writes ``distillation.json`` and ``distillation.md``."""
-    from experiments.common import write_results
-
     return write_results(out, "distillation", rows, COLUMNS, meta)
 
 
