@@ -17,8 +17,8 @@ kinds: SVD and Denil's predicted weights on the dense layer; SVD, Jaderberg, CP,
 biclustering and Rigamonti's separable bases on the 3x3 convolution; the separable bases also on a
 5x5 one (where they pay more); Denton's monochromatic approximation on a 7x7 3->64 first layer.
 
-Run: ``python -m experiments.benchmarks.lowrank_speed [--smoke] [--repeats N]``; prints one JSON
-object.
+Run: ``python -m experiments.benchmarks.lowrank_speed [--smoke] [--repeats N] [--scale N]``;
+prints one JSON object (``--scale 32`` on a GPU, where batch 128 only times kernel launches).
 """
 
 from __future__ import annotations
@@ -43,9 +43,16 @@ TARGET = 0.7
 KEY = jax.random.key(0)
 
 
-def _kinds(smoke: bool) -> list[tuple[str, Any, tuple[int, ...], Callable[[], jc.Transform]]]:
-    """``(name, layer, input shape, transform)`` for each factorized layer kind."""
+def _kinds(
+    smoke: bool, scale: int = 1
+) -> list[tuple[str, Any, tuple[int, ...], Callable[[], jc.Transform]]]:
+    """``(name, layer, input shape, transform)`` for each factorized layer kind.
+
+    ``scale`` multiplies every batch size (an accelerator needs larger batches than a CPU to be
+    timed on its arithmetic rather than on kernel launches).
+    """
     d, c, b = (64, 16, 2) if smoke else (1024, 128, 16)
+    b, n = b * scale, (8 if smoke else 128) * scale
     hw = 8 if smoke else 16
     dense = nn.Dense(d)
     conv = nn.Conv(c, (3, 3), padding="SAME")
@@ -53,8 +60,8 @@ def _kinds(smoke: bool) -> list[tuple[str, Any, tuple[int, ...], Callable[[], jc
     conv5 = nn.Conv(c, (5, 5), padding="SAME")
     r = d // 16
     return [
-        ("dense_svd", dense, (128, d), lambda: lowrank.svd(rank=r)),
-        ("dense_predicted", dense, (128, d), lambda: lowrank.predicted(rank=r)),
+        ("dense_svd", dense, (n, d), lambda: lowrank.svd(rank=r)),
+        ("dense_predicted", dense, (n, d), lambda: lowrank.predicted(rank=r)),
         ("conv_svd", conv, (b, hw, hw, c), lambda: lowrank.svd(rank=c // 4)),
         ("conv_jaderberg", conv, (b, hw, hw, c), lambda: lowrank.jaderberg(rank=c // 4)),
         ("conv_cp", conv, (b, hw, hw, c),
@@ -91,11 +98,12 @@ def bench(
     fin = t.finalize(c, s)
     dense_fn = jax.jit(lambda p, x: layer.apply({"params": p}, x))
     fast_fn = jax.jit(lambda p, x: run_factorized(layer.apply)({"params": p}, x))
-    # the factors compute the rebuilt kernel's output
-    ref = dense_fn(t.apply(c, s), x)
-    np.testing.assert_allclose(
-        fast_fn(fin, x), ref, rtol=1e-3, atol=1e-3 * float(jnp.abs(ref).max())
-    )
+    # the factors compute the rebuilt kernel's output (checked in full float32: accelerators
+    # default to reduced-precision matmuls, which the timings below keep)
+    with jax.default_matmul_precision("highest"):
+        ref = dense_fn(t.apply(c, s), x)
+        got = fast_fn(fin, x)
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * float(jnp.abs(ref).max()))
     dense_macs = jc.analysis.flops(dense_fn, params, x)
     # MACs of the same factored computation with depthwise convolutions as lax convolutions
     # (``flops`` counts convolutions and matmuls, not the shifted-slice sums that run on CPU)
@@ -140,9 +148,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per function")
     ap.add_argument("--trials", type=int, default=None, help="interleaved trials per kind")
     ap.add_argument("--only", default=None, help="a comma-separated subset of the kinds")
+    ap.add_argument(
+        "--scale", type=int, default=1, help="multiply every batch size by this (e.g. 32 on a GPU)"
+    )
     args = ap.parse_args(argv)
+    if args.scale < 1:
+        ap.error(f"--scale must be an int >= 1, got {args.scale}")
     repeats = args.repeats or (3 if args.smoke else 200)
-    kinds = _kinds(args.smoke)
+    kinds = _kinds(args.smoke, args.scale)
     if args.only:
         kinds = [k for k in kinds if k[0] in args.only.split(",")]
     trials = args.trials or (1 if args.smoke else 3)
@@ -151,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "benchmark": "lowrank_speed",
         "device": str(jax.devices()[0].device_kind),
         "platform": platform.platform(),
+        "batch_scale": args.scale,
+        "default_matmul_precision": str(jax.config.jax_default_matmul_precision),
         "target_efficiency": TARGET,
         "results": results,
         "meets_target": all(r["efficiency"] >= TARGET for r in results),
