@@ -1,6 +1,7 @@
 """Tests for jaxcomp.analysis: counts, storage bits, MACs and measured latency."""
 
 import math
+import time
 
 import flax.linen as nn
 import jax
@@ -288,6 +289,36 @@ def test_latency_rejects_bad_arguments():
         analysis.compare_latency({"a": _matmul}, x, rounds=0)
     with pytest.raises(ValueError, match="fns"):
         analysis.compare_latency({}, x)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="pipeline"):
+            analysis.compare_latency({"a": _matmul}, x, pipeline=bad)
+
+
+class _SleepyCounter:
+    """A 'jitted' function (it has ``lower``) that sleeps 2 ms per call and counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def lower(self, *args):  # marks it as already jitted for compare_latency
+        raise NotImplementedError
+
+    def __call__(self, x):
+        self.calls += 1
+        time.sleep(0.002)
+        return x
+
+
+def test_compare_latency_pipeline_times_per_call():
+    f = _SleepyCounter()
+    res = analysis.compare_latency(
+        {"f": f}, jnp.ones(3), repeats=4, warmup=1, rounds=2, pipeline=10
+    )
+    # 4 samples of 10 calls each after one warm-up call
+    assert f.calls == 1 + 4 * 10
+    assert res["f"]["repeats"] == 4
+    # each sample is divided by the calls in it: about one 2 ms sleep, far from ten
+    assert 0.002 <= res["f"]["median_s"] < 0.015
 
 
 def test_compare_latency_interleaves_and_reports_ratios():

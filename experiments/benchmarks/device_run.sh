@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the speed benchmarks of issues 4 and 6 (and the GPU-relevant tests) on an accelerator
 # machine in one call, each step under its own time limit, and writes every JSON and log to
-# $OUT (default out/device); SMOKE=1 runs every benchmark at toy size. Usage, from the repository root:
+# $OUT (default out/device); SMOKE=1 runs every benchmark at toy size, STEPS="a b" only those
+# steps. Usage, from the repository root:
 #   bash experiments/benchmarks/device_run.sh [python]
 # The benchmarks themselves are plain `python -m experiments.benchmarks.NAME` runs; this script
 # only orders them by importance and bounds each one, so that one slow step cannot eat the rest.
@@ -23,12 +24,24 @@ step() {  # step NAME SECONDS python-args...
   grep -v "^\s*$" "$OUT/$name.log" | tail -n 4
 }
 
-step lowrank_speed_x32 140 -m experiments.benchmarks.lowrank_speed --scale 32 --repeats 100 ${SMOKE:+--smoke}
-step qat_overhead 140 -m experiments.benchmarks.qat_overhead ${SMOKE:+--smoke}
-step int8_inference 80 -m experiments.benchmarks.int8_inference ${SMOKE:+--smoke}
-step lowrank_speed_x1 80 -m experiments.benchmarks.lowrank_speed --repeats 100 --trials 1 ${SMOKE:+--smoke}
-JAX_DEFAULT_MATMUL_PRECISION=highest step tests_gpu 100 -m pytest -q -x -p no:cacheprovider tests/test_quant_adapters.py \
-  tests/test_lowrank.py
+STEPS=${STEPS:-lowrank_speed_x32 lowrank_speed_x32_slices qat_overhead int8_inference tests_gpu}
+for name in $STEPS; do
+  case $name in
+  lowrank_speed_x32)  # batch x32, 20 calls per timed sample: device time, not launch round trips
+    step $name 140 -m experiments.benchmarks.lowrank_speed --scale 32 --repeats 30 --trials 2 \
+      --pipeline 20 ${SMOKE:+--smoke} ;;
+  lowrank_speed_x32_slices)  # the depthwise kinds with shifted slices instead of grouped convs
+    step $name 100 -m experiments.benchmarks.lowrank_speed --scale 32 --repeats 30 --trials 2 \
+      --pipeline 20 --depthwise slices ${SMOKE:+--smoke} \
+      --only conv_cp,conv_separable_basis,conv5x5_separable_basis,conv_monochromatic ;;
+  qat_overhead) step $name 140 -m experiments.benchmarks.qat_overhead ${SMOKE:+--smoke} ;;
+  int8_inference) step $name 80 -m experiments.benchmarks.int8_inference ${SMOKE:+--smoke} ;;
+  tests_gpu)  # the integer and factorized paths, in full float32 (GPUs default to TF32)
+    JAX_DEFAULT_MATMUL_PRECISION=highest step $name 100 -m pytest -q -x -p no:cacheprovider \
+      tests/test_quant_adapters.py tests/test_lowrank.py ;;
+  *) echo "unknown step $name" ;;
+  esac
+done
 
 "$PY" - "$OUT" <<'PYEOF'
 import json, pathlib, sys
@@ -38,7 +51,7 @@ def load(name):
         return json.loads((out / f"{name}.json").read_text())
     except Exception as e:  # a step that failed or timed out: say so, go on
         print(f"{name}: no result ({type(e).__name__})")
-for name in ("lowrank_speed_x32", "lowrank_speed_x1"):
+for name in ("lowrank_speed_x32", "lowrank_speed_x32_slices"):
     r = load(name)
     if r:
         print(name, r["device"], "precision", r.get("default_matmul_precision"))

@@ -88,16 +88,30 @@ def _params(layer: Any, x: jax.Array) -> Any:
 
 
 def bench(
-    name: str, layer: Any, shape: tuple[int, ...], make: Callable, repeats: int, trials: int
+    name: str,
+    layer: Any,
+    shape: tuple[int, ...],
+    make: Callable,
+    repeats: int,
+    trials: int,
+    *,
+    depthwise: str = "auto",
+    pipeline: int = 1,
 ) -> dict:
-    """Times one factorized layer kind against its dense layer."""
+    """Times one factorized layer kind against its dense layer.
+
+    ``depthwise`` is :func:`jaxcomp.adapt.run_factorized`'s choice of depthwise implementation;
+    ``pipeline`` the calls per timed sample of ``jc.analysis.compare_latency``.
+    """
     x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
     params = _params(layer, x)
     t = make()
     c, s = t.init(params)
     fin = t.finalize(c, s)
     dense_fn = jax.jit(lambda p, x: layer.apply({"params": p}, x))
-    fast_fn = jax.jit(lambda p, x: run_factorized(layer.apply)({"params": p}, x))
+    fast_fn = jax.jit(
+        lambda p, x: run_factorized(layer.apply, depthwise=depthwise)({"params": p}, x)
+    )
     # the factors compute the rebuilt kernel's output (checked in full float32: accelerators
     # default to reduced-precision matmuls, which the timings below keep)
     with jax.default_matmul_precision("highest"):
@@ -113,7 +127,14 @@ def bench(
     speedups, speedups_min, times = [], [], []
     for _ in range(trials):  # the machine is shared: several interleaved trials, their median
         stats = jc.analysis.compare_latency(
-            fns, params, fin, x, repeats=repeats, warmup=3, rounds=min(20, repeats)
+            fns,
+            params,
+            fin,
+            x,
+            repeats=repeats,
+            warmup=3,
+            rounds=min(20, repeats),
+            pipeline=pipeline,
         )
         d, f = stats["dense"], stats["factored"]
         speedups.append(d["median_s"] / f["median_s"])
@@ -139,6 +160,8 @@ def bench(
         "trial_speedups": [round(v, 3) for v in speedups],
         "repeats": repeats,
         "trials": trials,
+        "depthwise": depthwise,
+        "pipeline": pipeline,
     }
 
 
@@ -151,15 +174,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--scale", type=int, default=1, help="multiply every batch size by this (e.g. 32 on a GPU)"
     )
+    ap.add_argument(
+        "--depthwise",
+        choices=("auto", "slices", "conv"),
+        default="auto",
+        help="depthwise implementation of run_factorized (auto: slices on CPU, conv elsewhere)",
+    )
+    ap.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        help="calls per timed sample, waited for once (device throughput on an accelerator)",
+    )
     args = ap.parse_args(argv)
     if args.scale < 1:
         ap.error(f"--scale must be an int >= 1, got {args.scale}")
+    if args.pipeline < 1:
+        ap.error(f"--pipeline must be an int >= 1, got {args.pipeline}")
     repeats = args.repeats or (3 if args.smoke else 200)
     kinds = _kinds(args.smoke, args.scale)
     if args.only:
         kinds = [k for k in kinds if k[0] in args.only.split(",")]
     trials = args.trials or (1 if args.smoke else 3)
-    results = [bench(n, layer, shape, make, repeats, trials) for n, layer, shape, make in kinds]
+    results = [
+        bench(n, layer, shape, make, repeats, trials, depthwise=args.depthwise,
+              pipeline=args.pipeline)
+        for n, layer, shape, make in kinds
+    ]  # fmt: skip
     out = {
         "benchmark": "lowrank_speed",
         "device": str(jax.devices()[0].device_kind),

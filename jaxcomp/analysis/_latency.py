@@ -44,12 +44,17 @@ def _on_device(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return jax.tree.map(lambda x: jax.device_put(x) if isinstance(x, np.ndarray) else x, args)
 
 
-def _time_calls(fn: Callable[..., Any], args: tuple[Any, ...], n: int) -> list[float]:
+def _time_calls(
+    fn: Callable[..., Any], args: tuple[Any, ...], n: int, pipeline: int = 1
+) -> list[float]:
+    """``n`` samples of the time of one call; a sample times ``pipeline`` calls, waiting once."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
+        for _ in range(pipeline - 1):
+            fn(*args)
         jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / pipeline)
     return times
 
 
@@ -97,6 +102,7 @@ def compare_latency(
     repeats: int = 50,
     warmup: int = 3,
     rounds: int = 5,
+    pipeline: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Times several functions on the same arguments, interleaved, and their ratios to the first.
 
@@ -108,9 +114,16 @@ def compare_latency(
       fns: ``{name: fn}``; the first entry is the baseline of the ratios. Functions not already
         jitted are wrapped in ``jax.jit``.
       *args: the arguments every function is called with.
-      repeats: the number of timed calls of each function, an int >= 1.
+      repeats: the number of timed samples of each function (one call each, or ``pipeline``
+        calls), an int >= 1.
       warmup: untimed calls of each function before the first round, an int >= 0.
       rounds: the number of interleaved rounds, an int >= 1 (at most ``repeats`` are non-empty).
+      pipeline: calls per timed sample, an int >= 1. With 1, each call is dispatched and waited
+        for on its own (latency, dispatch included). With more, a sample dispatches ``pipeline``
+        calls back to back and waits once at the end, and counts the elapsed time divided by
+        ``pipeline``: on an accelerator, where JAX dispatches asynchronously, this is the device
+        time per call (throughput) rather than a launch-and-wait round trip, which at small
+        sizes can be most of a single call's time.
 
     Returns:
       ``{name: stats}`` in the order of ``fns``, where ``stats`` has the keys of :func:`latency`,
@@ -119,8 +132,8 @@ def compare_latency(
       suffer least from other processes on a shared machine).
 
     Raises:
-      ValueError: ``fns`` is empty or holds a non-callable, or ``repeats``, ``warmup`` or
-        ``rounds`` is out of range.
+      ValueError: ``fns`` is empty or holds a non-callable, or ``repeats``, ``warmup``,
+        ``rounds`` or ``pipeline`` is out of range.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -132,6 +145,8 @@ def compare_latency(
     _check(repeats, warmup, "compare_latency")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"compare_latency: rounds must be an int >= 1, got {rounds!r}")
+    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
+        raise ValueError(f"compare_latency: pipeline must be an int >= 1, got {pipeline!r}")
     if not isinstance(fns, Mapping) or not fns:
         raise ValueError("compare_latency: fns must be a non-empty dict of {name: callable}")
     jfns = {name: _jitted(f, f"compare_latency: fns[{name!r}]") for name, f in fns.items()}
@@ -143,7 +158,7 @@ def compare_latency(
     times: dict[str, list[float]] = {name: [] for name in jfns}
     for n in per_round:
         for name, jfn in jfns.items():
-            times[name].extend(_time_calls(jfn, args, n))
+            times[name].extend(_time_calls(jfn, args, n, pipeline))
     stats = {name: _stats(t) for name, t in times.items()}
     first = next(iter(stats.values()))
     base, base_min = first["median_s"], first["min_s"]
