@@ -440,6 +440,20 @@ def test_separable_basis_runs_as_its_dense_kernel(strides, padding, dilation, im
     np.testing.assert_allclose(node.conv(x, spec), ref, atol=1e-4, rtol=1e-5)
 
 
+def test_depthwise_auto_choice_by_backend_and_taps(monkeypatch):
+    auto, n = ConvSpec((1, 1), ((0, 0), (0, 0)), (1, 1)), jc.adapt.MAX_SLICE_TAPS
+    for taps in (None, 1, n, n + 1, 49):  # CPU: slices for every kernel
+        assert jc.adapt.depthwise_impl(auto, taps) == "slices"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert [jc.adapt.depthwise_impl(auto, t) for t in (1, n, n + 1, 49, None)] == [
+        "slices", "slices", "conv", "conv", "conv"
+    ]  # fmt: skip
+    for impl in ("slices", "conv"):  # an explicit choice is kept on any backend, for any size
+        assert {jc.adapt.depthwise_impl(auto._replace(depthwise=impl), t) for t in (1, 49)} == {
+            impl
+        }
+
+
 @pytest.mark.parametrize("strides,padding,dilation", GEOMETRIES)
 def test_depthwise_slices_equal_the_grouped_convolution(strides, padding, dilation):
     x, w = _normal(0, (2, 7, 8, 6)), _normal(1, (3, 2, 6))

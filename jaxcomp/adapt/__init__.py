@@ -1,5 +1,6 @@
 """Apply adapters: run unchanged Flax models whose layers hold other params or kinds of params."""
 
+from jaxcomp.adapt._factorized import MAX_SLICE_TAPS
 from jaxcomp.adapt._factorized import ConvSpec
 from jaxcomp.adapt._factorized import FactoredKernel
 from jaxcomp.adapt._factorized import conv
@@ -17,6 +18,7 @@ from jaxcomp.adapt._intercept import intercept
 from jaxcomp.adapt._intercept import layer_path
 
 __all__ = [
+    "MAX_SLICE_TAPS",
     "PASS",
     "ConvSpec",
     "FactoredKernel",

@@ -31,6 +31,7 @@ convolutions an order of magnitude slower than dense ones of more MACs) and :fun
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -48,6 +49,7 @@ from jaxcomp.adapt._intercept import Layer
 from jaxcomp.adapt._intercept import intercept
 
 __all__ = [
+    "MAX_SLICE_TAPS",
     "ConvSpec",
     "FactoredKernel",
     "conv",
@@ -82,8 +84,10 @@ class ConvSpec(NamedTuple):
       dilation: one kernel dilation per spatial axis.
       precision: the ``lax`` precision of the layer (``None`` for the default).
       depthwise: how :func:`depthwise` runs: ``"slices"`` (a sum of shifted slices),
-        ``"conv"`` (a ``feature_group_count = C`` convolution) or ``"auto"`` (slices on CPU,
-        where XLA's grouped convolutions are slow; the convolution elsewhere).
+        ``"conv"`` (a ``feature_group_count = C`` convolution) or ``"auto"`` (see
+        :func:`depthwise_impl`: slices on CPU, where XLA's grouped convolutions are slow, and
+        elsewhere for kernels of at most :data:`MAX_SLICE_TAPS` taps; the convolution for
+        larger kernels off the CPU).
     """
 
     strides: tuple[int, ...]
@@ -139,11 +143,30 @@ def conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, *, groups: int = 1) ->
     )
 
 
-def depthwise_impl(spec: ConvSpec) -> str:
-    """``"slices"`` or ``"conv"``: how :func:`depthwise` runs under ``spec`` on this backend."""
-    if spec.depthwise == "auto":
-        return "slices" if jax.default_backend() == "cpu" else "conv"
-    return spec.depthwise
+MAX_SLICE_TAPS = 8
+"""Off the CPU, ``"auto"`` runs depthwise kernels of at most this many taps as shifted slices.
+
+Measured on one NVIDIA H100 (``experiments/benchmarks/lowrank_speed.py --scale 32 --pipeline
+20``, float32, 128 channels): the 3- and 5-tap 1-D passes of CP and separable-basis layers ran
+4-5x faster as shifted slices than as XLA's grouped convolutions, and the 49-tap 7x7 depthwise of
+the monochromatic layer 2x slower.
+"""
+
+
+def depthwise_impl(spec: ConvSpec, taps: int | None = None) -> str:
+    """``"slices"`` or ``"conv"``: how :func:`depthwise` runs under ``spec`` on this backend.
+
+    Args:
+      spec: the convolution's spec; its ``depthwise`` field, unless ``"auto"``, is the answer.
+      taps: the number of taps of the depthwise kernel (the product of its spatial sizes), or
+        ``None`` if unknown. ``"auto"`` gives ``"slices"`` on CPU for any kernel, and elsewhere
+        for kernels of at most :data:`MAX_SLICE_TAPS` taps; ``"conv"`` otherwise.
+    """
+    if spec.depthwise != "auto":
+        return spec.depthwise
+    if jax.default_backend() == "cpu":
+        return "slices"
+    return "slices" if taps is not None and taps <= MAX_SLICE_TAPS else "conv"
 
 
 def window_slices(
@@ -188,10 +211,11 @@ def depthwise(x: jax.Array, weights: jax.Array, spec: ConvSpec) -> jax.Array:
 
     ``out[n, p, c, m] = sum_t x[n, p * stride + t * dilation, c] * weights[t, c, m]`` over the taps
     ``t`` of the kernel, with the input zero-padded by ``spec.padding``. With ``spec.depthwise`` of
-    ``"slices"`` (the ``"auto"`` choice on CPU) it is computed as that sum of shifted, strided
-    slices, one fused elementwise loop (XLA's CPU backend runs ``feature_group_count = C``
-    convolutions far slower than its dense ones); with ``"conv"`` as a grouped ``lax``
-    convolution (which :func:`jaxcomp.analysis.flops` counts).
+    ``"slices"`` (the ``"auto"`` choice on CPU, and for small kernels elsewhere; see
+    :func:`depthwise_impl`) it is computed as that sum of shifted, strided slices, one fused
+    elementwise loop (XLA's CPU backend runs ``feature_group_count = C`` convolutions far slower
+    than its dense ones); with ``"conv"`` as a grouped ``lax`` convolution (which
+    :func:`jaxcomp.analysis.flops` counts).
 
     Args:
       x: ``(N, *spatial, C)``.
@@ -205,7 +229,7 @@ def depthwise(x: jax.Array, weights: jax.Array, spec: ConvSpec) -> jax.Array:
     multiplier = weights.ndim == x.ndim
     w_all = weights if multiplier else weights[..., None]  # (*K, C, M)
     c, m = w_all.shape[-2:]
-    if depthwise_impl(spec) == "conv":
+    if depthwise_impl(spec, math.prod(w_all.shape[:-2])) == "conv":
         kernel = jnp.reshape(w_all, (*w_all.shape[:-2], 1, c * m))
         return conv(x, kernel, spec, groups=c)
     acc = None
@@ -403,7 +427,8 @@ def run_factorized(
     Args:
       apply_fn: ``model.apply`` of a ``flax.linen`` model.
       depthwise: how depthwise convolutions (CP, monochromatic, separable bases) run:
-        ``"auto"`` (shifted slices on CPU, grouped convolutions elsewhere), ``"slices"`` or
+        ``"auto"`` (shifted slices on CPU and for small kernels elsewhere, grouped convolutions
+        for larger kernels off the CPU; :func:`depthwise_impl`), ``"slices"`` or
         ``"conv"`` (which :func:`jaxcomp.analysis.flops` counts).
       handlers: further :func:`jaxcomp.adapt.intercept` handlers, tried after this one (for
         instance activation quantizers).

@@ -259,7 +259,7 @@ class SeparableBasis(NamedTuple):
     def conv(self, x: Array, spec: ConvSpec) -> Array:
         c, m, f = self.coeffs.shape
         kh, kw = self.vertical.shape[0], self.horizontal.shape[0]
-        if depthwise_impl(spec) == "slices":
+        if depthwise_impl(spec, max(kh, kw)) == "slices":
             # basis by basis: two 1-D passes over all C channels (channels innermost, as the
             # shifted-slice sums vectorize best), then that basis's 1x1; 1.9x faster on CPU than
             # one pass with M filters per channel ordered (c, m), whose innermost axis is M
