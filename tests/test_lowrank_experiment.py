@@ -28,3 +28,20 @@ def test_speed_benchmark_smoke(capsys):
     for r in out["results"]:
         assert r["factored_macs"] < r["dense_macs"] and r["efficiency"] > 0
     assert json.loads(capsys.readouterr().out)["benchmark"] == "lowrank_speed"
+
+
+def test_speed_benchmark_sweep_smoke(capsys):
+    names = "dense_svd_r4,dense_svd_r8,conv_tucker2_r2,conv_tucker2_r4"
+    out = lowrank_speed.main(
+        ["--smoke", "--sweep", "--only", names, "--scale", "2", "--pipeline", "2"]
+    )
+    res = out["results"]
+    assert [r["kind"] for r in res] == names.split(",") and out["sweep"]
+    assert all(r["input"][0] in (16, 4) and r["pipeline"] == 2 for r in res)  # batches 8x2, 2x2
+    # a higher rank costs more MACs and gives a smaller theoretical speed-up
+    for lo, hi in ((res[0], res[1]), (res[2], res[3])):
+        assert lo["factored_macs"] < hi["factored_macs"] < hi["dense_macs"] == lo["dense_macs"]
+        assert lo["theoretical_speedup"] > hi["theoretical_speedup"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        lowrank_speed.main(["--smoke", "--pipeline", "0"])

@@ -17,8 +17,10 @@ kinds: SVD and Denil's predicted weights on the dense layer; SVD, Jaderberg, CP,
 biclustering and Rigamonti's separable bases on the 3x3 convolution; the separable bases also on a
 5x5 one (where they pay more); Denton's monochromatic approximation on a 7x7 3->64 first layer.
 
-Run: ``python -m experiments.benchmarks.lowrank_speed [--smoke] [--repeats N] [--scale N]``;
-prints one JSON object (``--scale 32`` on a GPU, where batch 128 only times kernel launches).
+Run: ``python -m experiments.benchmarks.lowrank_speed [--smoke] [--repeats N] [--scale N]
+[--pipeline N] [--depthwise IMPL] [--sweep]``; prints one JSON object (``--scale 32 --pipeline 20``
+on a GPU, where batch 128 only times kernel launches; ``--sweep`` for the efficiency against the
+rank).
 """
 
 from __future__ import annotations
@@ -76,6 +78,28 @@ def _kinds(
         ("conv_monochromatic", first, (b, 2 * hw, 2 * hw, 3),
          lambda: lowrank.monochromatic(colors=4, key=KEY)),
     ]  # fmt: skip
+
+
+def _sweep(
+    smoke: bool, scale: int = 1
+) -> list[tuple[str, Any, tuple[int, ...], Callable[[], jc.Transform]]]:
+    """The same layers at several ranks: how the efficiency depends on the compression."""
+    d, c, b = (64, 16, 2) if smoke else (1024, 128, 16)
+    b, n = b * scale, (8 if smoke else 128) * scale
+    hw = 8 if smoke else 16
+    dense, conv = nn.Dense(d), nn.Conv(c, (3, 3), padding="SAME")
+    out = []
+    for r in (d // 16, d // 8, d // 4, 3 * d // 8):
+        out.append((f"dense_svd_r{r}", dense, (n, d), lambda r=r: lowrank.svd(rank=r)))
+    for r in (c // 8, c // 4, c // 2):
+        out.append((f"conv_svd_r{r}", conv, (b, hw, hw, c), lambda r=r: lowrank.svd(rank=r)))
+        out.append(
+            (f"conv_tucker2_r{r}", conv, (b, hw, hw, c), lambda r=r: lowrank.tucker2(rank=r))
+        )
+    for r in (c // 4, c // 2, c):
+        out.append((f"conv_cp_r{r}", conv, (b, hw, hw, c),
+                    lambda r=r: lowrank.cp(rank=r, iterations=5, key=KEY)))  # fmt: skip
+    return out
 
 
 def _params(layer: Any, x: jax.Array) -> Any:
@@ -178,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--depthwise",
         choices=("auto", "slices", "conv"),
         default="auto",
-        help="depthwise implementation of run_factorized (auto: slices on CPU, conv elsewhere)",
+        help="depthwise implementation of run_factorized (auto: slices on CPU and for small "
+        "kernels elsewhere)",
     )
     ap.add_argument(
         "--pipeline",
@@ -186,13 +211,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=1,
         help="calls per timed sample, waited for once (device throughput on an accelerator)",
     )
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead of one layer per kind: SVD, Tucker-2 and CP layers at several ranks",
+    )
     args = ap.parse_args(argv)
     if args.scale < 1:
         ap.error(f"--scale must be an int >= 1, got {args.scale}")
     if args.pipeline < 1:
         ap.error(f"--pipeline must be an int >= 1, got {args.pipeline}")
     repeats = args.repeats or (3 if args.smoke else 200)
-    kinds = _kinds(args.smoke, args.scale)
+    kinds = (_sweep if args.sweep else _kinds)(args.smoke, args.scale)
     if args.only:
         kinds = [k for k in kinds if k[0] in args.only.split(",")]
     trials = args.trials or (1 if args.smoke else 3)
@@ -206,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device": str(jax.devices()[0].device_kind),
         "platform": platform.platform(),
         "batch_scale": args.scale,
+        "sweep": args.sweep,
         "default_matmul_precision": str(jax.config.jax_default_matmul_precision),
         "target_efficiency": TARGET,
         "results": results,
