@@ -34,8 +34,9 @@ for name in $STEPS; do
     step $name 100 -m experiments.benchmarks.lowrank_speed --scale 32 --repeats 30 --trials 2 \
       --pipeline 20 --depthwise slices ${SMOKE:+--smoke} \
       --only conv_cp,conv_separable_basis,conv5x5_separable_basis,conv_monochromatic ;;
-  qat_overhead) step $name 140 -m experiments.benchmarks.qat_overhead ${SMOKE:+--smoke} ;;
-  int8_inference) step $name 80 -m experiments.benchmarks.int8_inference ${SMOKE:+--smoke} ;;
+  qat_overhead) step $name 140 -m experiments.benchmarks.qat_overhead --pipeline 10 ${SMOKE:+--smoke} ;;
+  int8_inference) step $name 80 -m experiments.benchmarks.int8_inference --pipeline 10 \
+    ${SMOKE:+--smoke} ;;
   tests_gpu)  # the integer and factorized paths, in full float32 (GPUs default to TF32);
     # compile-bound: ~3 min on an H100
     JAX_DEFAULT_MATMUL_PRECISION=highest step $name 240 -m pytest -q -rf -p no:cacheprovider \

@@ -12,8 +12,8 @@ are those of the int8 codes plus the float32 scales against float32 weights.
 input leaves an int8 convolution little to gain). Target: the int8 forward at least 2x faster than
 float32 (a ratio of at most 0.5).
 
-Run: ``python -m experiments.benchmarks.int8_inference [--smoke] [--repeats N]``; prints one JSON
-object.
+Run: ``python -m experiments.benchmarks.int8_inference [--smoke] [--repeats N] [--batch N]
+[--pipeline N]``; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from experiments.benchmarks.qat_overhead import MLP
 from experiments.common import latency_summary
 
 
-def bench(model, *, batch: int, shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
+def bench(
+    model, *, batch: int, shape: tuple[int, ...], repeats: int, pipeline: int = 1
+) -> dict[str, Any]:
     """fp32 against dynamic and static int8 forwards; medians, ratios, bytes and agreement."""
     v = jc.models.init(model, jax.random.key(0), shape)
     x = jax.random.uniform(jax.random.key(2), (batch, *shape), jnp.float32)
@@ -60,7 +62,9 @@ def bench(model, *, batch: int, shape: tuple[int, ...], repeats: int) -> dict[st
         "int8_dynamic_first_layer_float": lambda a: run(a[4], a[3]),
     }
     args = (v, final, static, x, mixed)
-    res = jc.analysis.compare_latency(fns, args, repeats=repeats, warmup=3, rounds=10)
+    res = jc.analysis.compare_latency(
+        fns, args, repeats=repeats, warmup=3, rounds=10, pipeline=pipeline
+    )
     out: dict[str, Any] = latency_summary(res)
     for n in ("int8_dynamic", "int8_static", "int8_dynamic_first_layer_float"):
         out[n]["speedup"] = 1.0 / out[n]["ratio"]
@@ -76,14 +80,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, few repeats")
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=256, help="batch size (the issue's: 256)")
+    parser.add_argument(
+        "--pipeline", type=int, default=1,
+        help="calls per timed sample, waited for once (device time on an accelerator)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.pipeline < 1:
+        parser.error(f"--batch and --pipeline must be >= 1, got {args.batch}, {args.pipeline}")
     if args.smoke:
         cases = {"mlp": (MLP(hidden=(32, 32)), 16, (8, 8, 1))}
         repeats = 3
     else:
         cases = {
-            "mlp": (MLP(), 256, (28, 28, 1)),
-            "lenet5": (jc.models.get("lenet5"), 256, (28, 28, 1)),
+            "mlp": (MLP(), args.batch, (28, 28, 1)),
+            "lenet5": (jc.models.get("lenet5"), args.batch, (28, 28, 1)),
         }
         repeats = args.repeats
     result: dict[str, Any] = {
@@ -95,9 +106,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "jax": jax.__version__,
         },
         "repeats": repeats,
+        "pipeline": args.pipeline,
     }
     for name, (model, batch, shape) in cases.items():
-        result[name] = bench(model, batch=batch, shape=shape, repeats=repeats)
+        result[name] = bench(
+            model, batch=batch, shape=shape, repeats=repeats, pipeline=args.pipeline
+        )
         result[name]["batch"] = batch
     print(json.dumps(result, indent=2))
     return result

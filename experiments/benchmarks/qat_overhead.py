@@ -17,8 +17,8 @@ same process (``jc.analysis.compare_latency``):
 The ratio is each step's median time over the fp32 step's (``ratio_of_min`` compares the fastest
 calls, which suffer least from other processes on a shared machine). Target: at most 0.85.
 
-Run: ``python -m experiments.benchmarks.qat_overhead [--smoke] [--repeats N]``; prints one JSON
-object.
+Run: ``python -m experiments.benchmarks.qat_overhead [--smoke] [--repeats N] [--batch N]
+[--pipeline N]``; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def _states(model: nn.Module, batch: int, shape: tuple[int, ...]) -> dict[str, A
     return out
 
 
-def bench(model: nn.Module, *, batch: int, shape: tuple[int, ...], repeats: int) -> dict:
+def bench(
+    model: nn.Module, *, batch: int, shape: tuple[int, ...], repeats: int, pipeline: int = 1
+) -> dict:
     """Interleaved timings of the four steps; returns medians and ratios to fp32."""
     states = _states(model, batch, shape)
     step = jc.train.make_train_step(donate=False)
@@ -90,7 +92,9 @@ def bench(model: nn.Module, *, batch: int, shape: tuple[int, ...], repeats: int)
 
     fns = {name: make(i) for i, name in enumerate(names)}
     ss = tuple(states[n] for n in names)
-    res = jc.analysis.compare_latency(fns, ss, (x, y), repeats=repeats, warmup=3, rounds=10)
+    res = jc.analysis.compare_latency(
+        fns, ss, (x, y), repeats=repeats, warmup=3, rounds=10, pipeline=pipeline
+    )
     return latency_summary(res)
 
 
@@ -98,13 +102,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, few repeats")
     parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=256, help="batch size (the issue's: 256)")
+    parser.add_argument(
+        "--pipeline", type=int, default=1,
+        help="calls per timed sample, waited for once (device time on an accelerator)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.pipeline < 1:
+        parser.error(f"--batch and --pipeline must be >= 1, got {args.batch}, {args.pipeline}")
     if args.smoke:
         cases = {"mlp": (MLP(hidden=(32, 32)), 16, (8, 8, 1)), "lenet5": None}
         repeats = 3
     else:
-        cases = {"mlp": (MLP(), 256, (28, 28, 1)), "lenet5": (jc.models.get("lenet5"), 256,
-                                                               (28, 28, 1))}  # fmt: skip
+        b = args.batch
+        cases = {
+            "mlp": (MLP(), b, (28, 28, 1)),
+            "lenet5": (jc.models.get("lenet5"), b, (28, 28, 1)),
+        }
         repeats = args.repeats
     result: dict[str, Any] = {
         "benchmark": "qat_overhead",
@@ -114,14 +128,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "backend": jax.default_backend(),
             "jax": jax.__version__,
         },
-        "batch": 256 if not args.smoke else 16,
+        "batch": args.batch if not args.smoke else 16,
+        "pipeline": args.pipeline,
         "repeats": repeats,
     }
     for name, case in cases.items():
         if case is None:
             continue
         model, batch, shape = case
-        result[name] = bench(model, batch=batch, shape=shape, repeats=repeats)
+        result[name] = bench(
+            model, batch=batch, shape=shape, repeats=repeats, pipeline=args.pipeline
+        )
     print(json.dumps(result, indent=2))
     return result
 
