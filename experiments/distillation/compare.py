@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 import jaxcomp as jc
+from experiments.common import EVAL_STEP
 from experiments.common import train
 from experiments.common import write_results
 from jaxcomp import distill
@@ -50,10 +51,10 @@ COLUMNS = [
 ]
 
 
-# Shared optimizer, transform and eval step: jit caches on the state's static fields, so students
-# of one architecture share one compiled evaluation.
+# Shared optimizer (jit caches on the state's static fields, the optimizer among them), and the
+# shared eval step of experiments.common, which its train() uses too: students of one
+# architecture share one compiled step.
 TX = optax.adam(1e-3)
-EVAL_STEP = jc.train.make_eval_step()
 
 
 def shift(x: np.ndarray, rng: np.random.Generator, margin: int = 2) -> np.ndarray:

@@ -25,11 +25,11 @@ import numpy as np
 __all__ = ["compare_latency", "latency"]
 
 
-def _check(repeats: Any, warmup: Any, fn_name: str) -> None:
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"{fn_name}: repeats must be an int >= 1, got {repeats!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"{fn_name}: warmup must be an int >= 0, got {warmup!r}")
+def _check(fn_name: str, **counts: tuple[Any, int]) -> None:
+    """Each ``name=(value, lowest)`` must be an int (not a bool) >= ``lowest``."""
+    for name, (value, lowest) in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise ValueError(f"{fn_name}: {name} must be an int >= {lowest}, got {value!r}")
 
 
 def _jitted(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
@@ -88,7 +88,7 @@ def latency(
     Raises:
       ValueError: ``repeats < 1``, ``warmup < 0`` or ``fn`` is not callable.
     """
-    _check(repeats, warmup, "latency")
+    _check("latency", repeats=(repeats, 1), warmup=(warmup, 0))
     jfn = _jitted(fn, "latency: fn")
     args = _on_device(args)
     for _ in range(warmup):
@@ -142,11 +142,13 @@ def compare_latency(
         >>> res["a"]["ratio"]
         1.0
     """
-    _check(repeats, warmup, "compare_latency")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"compare_latency: rounds must be an int >= 1, got {rounds!r}")
-    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
-        raise ValueError(f"compare_latency: pipeline must be an int >= 1, got {pipeline!r}")
+    _check(
+        "compare_latency",
+        repeats=(repeats, 1),
+        warmup=(warmup, 0),
+        rounds=(rounds, 1),
+        pipeline=(pipeline, 1),
+    )
     if not isinstance(fns, Mapping) or not fns:
         raise ValueError("compare_latency: fns must be a non-empty dict of {name: callable}")
     jfns = {name: _jitted(f, f"compare_latency: fns[{name!r}]") for name, f in fns.items()}
