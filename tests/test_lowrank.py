@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 import jaxcomp as jc
 from jaxcomp import lowrank
-from jaxcomp.adapt._factorized import ConvSpec
-from jaxcomp.adapt._factorized import depthwise
-from jaxcomp.adapt._factorized import grouped_conv
-from jaxcomp.adapt._factorized import run_factorized
+from jaxcomp.adapt import ConvSpec
+from jaxcomp.adapt import depthwise
+from jaxcomp.adapt import grouped_conv
+from jaxcomp.adapt import run_factorized
 
 KEY = jax.random.key(0)
 
@@ -98,17 +98,22 @@ def _exact_cp_kernel(shape, rank, seed):
     return lowrank.cp_reconstruct(tuple(factors))
 
 
-def test_cp_recovers_an_exact_cp_kernel(net, fast_apply):
+def _check_recovers_conv_1(t, kernel, net, fast_apply):
+    """``t`` rebuilds ``kernel`` put in ``Conv_1``, and the adapter runs it as the dense model."""
     model, params, x, _ = net
-    kernel = _exact_cp_kernel((3, 3, 6, 8), 3, 5)
     params = {**params, "Conv_1": {"kernel": kernel}}
     ref = model.apply({"params": params}, x)
-    t = lowrank.cp(rank=3, iterations=200, key=KEY, where=[("Conv_1/kernel", True)])
     c, s = t.init(params)
     rebuilt = t.apply(c, s)["Conv_1"]["kernel"]
     assert float(jnp.linalg.norm(rebuilt - kernel) / jnp.linalg.norm(kernel)) < 1e-3
     out = fast_apply({"params": t.finalize(c, s)}, x)
     np.testing.assert_allclose(out, ref, rtol=1e-2, atol=1e-2 * float(jnp.abs(ref).max()))
+
+
+def test_cp_recovers_an_exact_cp_kernel(net, fast_apply):
+    kernel = _exact_cp_kernel((3, 3, 6, 8), 3, 5)
+    t = lowrank.cp(rank=3, iterations=200, key=KEY, where=[("Conv_1/kernel", True)])
+    _check_recovers_conv_1(t, kernel, net, fast_apply)
 
 
 def test_monochromatic_reproduces_a_monochromatic_kernel(net, fast_apply):
@@ -129,18 +134,11 @@ def test_monochromatic_reproduces_a_monochromatic_kernel(net, fast_apply):
 
 
 def test_separable_basis_recovers_a_separable_bank(net, fast_apply):
-    model, params, x, _ = net
     vert, hor = _normal(4, (3, 2)), _normal(5, (3, 2))
     coeffs = _normal(6, (6, 2, 8))
     kernel = jnp.einsum("im,jm,cmf->ijcf", vert, hor, coeffs)
-    params = {**params, "Conv_1": {"kernel": kernel}}
-    ref = model.apply({"params": params}, x)
     t = lowrank.separable_basis(rank=2, iterations=100, key=KEY, where=[("Conv_1/kernel", True)])
-    c, s = t.init(params)
-    rebuilt = t.apply(c, s)["Conv_1"]["kernel"]
-    assert float(jnp.linalg.norm(rebuilt - kernel) / jnp.linalg.norm(kernel)) < 1e-3
-    out = fast_apply({"params": t.finalize(c, s)}, x)
-    np.testing.assert_allclose(out, ref, rtol=1e-2, atol=1e-2 * float(jnp.abs(ref).max()))
+    _check_recovers_conv_1(t, kernel, net, fast_apply)
 
 
 @settings(max_examples=15, deadline=None)
@@ -311,6 +309,23 @@ def test_adapter_falls_back_for_circular_padding_and_keeps_extra_batch_axes():
     out = run_factorized(conv.apply)({"params": t.finalize(c, s)}, x)
     assert out.shape == (2, 3, 6, 6, 4)
     np.testing.assert_allclose(out, conv.apply({"params": t.apply(c, s)}, x), atol=1e-5)
+
+
+def test_adapter_leaves_a_custom_dot_general_to_the_layer():
+    calls = []
+
+    def dot_general(*args, **kwargs):
+        calls.append(1)
+        return jax.lax.dot_general(*args, **kwargs)
+
+    model = nn.Dense(4, dot_general=dot_general)
+    x = _normal(0, (2, 6))
+    params = _random_params(nn.Dense(4), x)
+    t = lowrank.svd(rank=2)
+    c, s = t.init(params)
+    out = run_factorized(model.apply)({"params": t.finalize(c, s)}, x)
+    assert calls == [1]  # the layer's own product ran, on the rebuilt kernel
+    np.testing.assert_allclose(out, model.apply({"params": t.apply(c, s)}, x), atol=1e-6)
 
 
 def test_lowrank_conv_closed_form_reproduces_dense_conv():

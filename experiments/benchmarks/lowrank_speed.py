@@ -39,23 +39,27 @@ import numpy as np
 
 import jaxcomp as jc
 from jaxcomp import lowrank
-from jaxcomp.adapt._factorized import run_factorized
+from jaxcomp.adapt import run_factorized
 
 TARGET = 0.7
 KEY = jax.random.key(0)
 
 
-def _kinds(
-    smoke: bool, scale: int = 1
-) -> list[tuple[str, Any, tuple[int, ...], Callable[[], jc.Transform]]]:
-    """``(name, layer, input shape, transform)`` for each factorized layer kind.
+def _sizes(smoke: bool, scale: int) -> tuple[int, int, int, int, int]:
+    """``(d, c, b, n, hw)``: dense width, conv channels, conv batch, dense batch, conv size.
 
     ``scale`` multiplies every batch size (an accelerator needs larger batches than a CPU to be
     timed on its arithmetic rather than on kernel launches).
     """
     d, c, b = (64, 16, 2) if smoke else (1024, 128, 16)
-    b, n = b * scale, (8 if smoke else 128) * scale
-    hw = 8 if smoke else 16
+    return d, c, b * scale, (8 if smoke else 128) * scale, 8 if smoke else 16
+
+
+def _kinds(
+    smoke: bool, scale: int = 1
+) -> list[tuple[str, Any, tuple[int, ...], Callable[[], jc.Transform]]]:
+    """``(name, layer, input shape, transform)`` for each factorized layer kind (see _sizes)."""
+    d, c, b, n, hw = _sizes(smoke, scale)
     dense = nn.Dense(d)
     conv = nn.Conv(c, (3, 3), padding="SAME")
     first = nn.Conv(c // 2, (7, 7), padding="SAME")
@@ -84,9 +88,7 @@ def _sweep(
     smoke: bool, scale: int = 1
 ) -> list[tuple[str, Any, tuple[int, ...], Callable[[], jc.Transform]]]:
     """The same layers at several ranks: how the efficiency depends on the compression."""
-    d, c, b = (64, 16, 2) if smoke else (1024, 128, 16)
-    b, n = b * scale, (8 if smoke else 128) * scale
-    hw = 8 if smoke else 16
+    d, c, b, n, hw = _sizes(smoke, scale)
     dense, conv = nn.Dense(d), nn.Conv(c, (3, 3), padding="SAME")
     out = []
     for r in (d // 16, d // 8, d // 4, 3 * d // 8):

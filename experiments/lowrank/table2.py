@@ -48,7 +48,7 @@ from experiments.common import write_results
 from experiments.lowrank.models import LeNet5LowRank
 from experiments.lowrank.models import VGGSmallLowRank
 from jaxcomp import lowrank
-from jaxcomp.adapt._factorized import run_factorized
+from jaxcomp.adapt import run_factorized
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -168,6 +168,7 @@ def run_model(name: str, cfg: dict[str, Any], data: jc.data.Dataset, *, repeats:
         log(f"{name}: sensitivity scan ranks {scan.ranks} ({time.time() - t0:.0f}s)")
 
     fast_fn = jax.jit(run_factorized(model.apply))
+    counted = jax.jit(run_factorized(model.apply, depthwise="conv"))  # what flops can count
     for method, make in cfg["methods"](params, None if scan is None else scan.ranks).items():
         t0 = time.time()
         t = make()
@@ -177,7 +178,6 @@ def run_model(name: str, cfg: dict[str, Any], data: jc.data.Dataset, *, repeats:
                       lr=cfg["ft_lr"], batch_size=cfg["batch"])  # fmt: skip
         fin_vars = {"params": ft.finalize(), **ft.model_state}
         acc = _accuracy(fast_fn, fin_vars, data)
-        counted = jax.jit(run_factorized(model.apply, depthwise="conv"))
         macs = jc.analysis.flops(counted, fin_vars, x_bench)
         td, tf = _speed((dense_fn, variables), (fast_fn, fin_vars), x_bench, repeats)
         layers, ranks = _describe(fin_vars["params"])

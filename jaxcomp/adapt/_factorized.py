@@ -12,7 +12,8 @@ handler finds each ``nn.Dense`` or ``nn.Conv`` whose ``kernel`` param is a *fact
 object with a ``dense()`` method, such as the nodes of :mod:`jaxcomp.lowrank`) and computes the
 layer's output from the factors:
 
-* ``nn.Dense``: ``kernel.matmul(x, precision)`` when the node has it;
+* ``nn.Dense``: ``kernel.matmul(x, precision)`` when the node has it and the layer uses the
+  default ``lax.dot_general``;
 * ``nn.Conv``: ``kernel.conv(x, spec)``, where ``spec`` is the layer's own strides, explicit zero
   padding, kernel dilation and precision (:class:`ConvSpec`), when the node has it and the layer's
   configuration is one the fast path covers (zero padding of any form, ``feature_group_count=1``,
@@ -350,28 +351,32 @@ def _add_bias(y: jax.Array, bias: Any) -> jax.Array:
     return y + jnp.reshape(bias, (1,) * (y.ndim - bias.ndim) + bias.shape)
 
 
+def _promote(layer: Layer, node: Any, x: jax.Array) -> tuple[Any, jax.Array, Any]:
+    """The node, the input and the bias (or None) in the layer's computation dtype."""
+    bias = layer.params.get("bias") if layer.module.use_bias else None
+    dtype = _dtype(layer.module, x, node, bias)
+    return _cast(node, dtype), x.astype(dtype), None if bias is None else bias.astype(dtype)
+
+
 def _run_conv(layer: Layer, node: Any, x: jax.Array, impl: str) -> Any:
     m = layer.module
-    ks = _kernel_size(m)
-    nb = x.ndim - (len(ks) + 1)
+    nb = x.ndim - (len(_kernel_size(m)) + 1)
     batch = x.shape[:nb]
     xf = jnp.reshape(x, (-1, *x.shape[nb:]))
     spec = conv_spec(m, xf, depthwise=impl)
     if spec is None:
         return PASS
-    bias = layer.params.get("bias") if m.use_bias else None
-    dtype = _dtype(m, xf, node, bias)
-    y = _cast(node, dtype).conv(xf.astype(dtype), spec)
-    y = _add_bias(y, None if bias is None else bias.astype(dtype))
+    node, xf, bias = _promote(layer, node, xf)
+    y = _add_bias(node.conv(xf, spec), bias)
     return jnp.reshape(y, (*batch, *y.shape[1:]))
 
 
-def _run_matmul(layer: Layer, node: Any, x: jax.Array) -> jax.Array:
+def _run_matmul(layer: Layer, node: Any, x: jax.Array) -> Any:
     m = layer.module
-    bias = layer.params.get("bias") if m.use_bias else None
-    dtype = _dtype(m, x, node, bias)
-    y = _cast(node, dtype).matmul(x.astype(dtype), m.precision)
-    return _add_bias(y, None if bias is None else bias.astype(dtype))
+    if m.dot_general is not None or m.dot_general_cls is not None:
+        return PASS  # a custom product (quantized, sharded): the layer's own code runs it
+    node, x, bias = _promote(layer, node, x)
+    return _add_bias(node.matmul(x, m.precision), bias)
 
 
 _IMPLS = ("auto", "slices", "conv")

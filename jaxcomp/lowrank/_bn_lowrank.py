@@ -25,9 +25,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxcomp.lowrank._decompose import split_svd
+from jaxcomp.lowrank._factorize import check_int
+from jaxcomp.lowrank._jaderberg import separable_factors
+from jaxcomp.lowrank._jaderberg import separable_matrix
 from jaxcomp.lowrank._rank import check_rank
 
 __all__ = ["LowRankConv", "lowrank_conv_variables"]
@@ -98,8 +99,7 @@ class LowRankConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Applies the layer to NHWC ``x``; ``train`` selects batch statistics in the batch norm."""
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise ValueError(f"LowRankConv: rank must be an int >= 1, got {self.rank!r}")
+        check_int("LowRankConv", "rank", self.rank)
         kh, kw = _pair(self.kernel_size, "kernel_size")
         sh, sw = _pair(self.strides, "strides")
         pad_v, pad_h = _split_padding(self.padding)
@@ -151,16 +151,11 @@ def lowrank_conv_variables(
         )
     kh, kw, c, f = kernel.shape
     check_rank("lowrank_conv_variables", "kernel", rank, min(kh * c, kw * f), "min(kh C, kw F)")
-    mat = np.reshape(np.transpose(np.asarray(kernel, np.float32), (0, 2, 1, 3)), (kh * c, kw * f))
-    a, b = split_svd(mat, rank)
+    vertical, horizontal = separable_factors(separable_matrix(kernel), kernel.shape, rank)
     dtype = kernel.dtype
     params: dict[str, Any] = {
-        "vertical": {"kernel": jnp.asarray(np.reshape(a, (kh, 1, c, rank)), dtype)},
-        "horizontal": {
-            "kernel": jnp.asarray(
-                np.transpose(np.reshape(b, (rank, kw, f)), (1, 0, 2))[None], dtype
-            )
-        },
+        "vertical": {"kernel": jnp.asarray(vertical, dtype)},
+        "horizontal": {"kernel": jnp.asarray(horizontal, dtype)},
     }
     if bias is not None:
         params["horizontal"]["bias"] = jnp.asarray(bias, dtype)

@@ -30,7 +30,9 @@ import jax
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import cp_als
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import describe
+from jaxcomp.lowrank._factorize import check_int
+from jaxcomp.lowrank._factorize import check_key
+from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
 from jaxcomp.lowrank._nodes import CP
 from jaxcomp.lowrank._rank import Ranks
@@ -80,16 +82,9 @@ def cp(
         Lebedev et al., "Speeding-up convolutional neural networks using fine-tuned
         CP-decomposition", ICLR 2015, arXiv:1412.6553.
     """
-    ranks = Ranks.build("cp", rank, None, compression, allow_energy=False)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"cp: iterations must be an int >= 0, got {iterations!r}")
-    if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
-        raise ValueError("cp: key must be a typed PRNG key from jax.random.key(seed)")
-
-    def accepts(path, x):
-        if x.ndim != 4:
-            return f"it is {describe(x)}; CP needs a (kh, kw, C, F) convolution kernel"
-        return None
+    ranks = Ranks.build("cp", rank, None, compression)
+    check_int("cp", "iterations", iterations, low=0)
+    check_key("cp", key)
 
     def factorize(path, x, index):
         kh, kw, c, f = x.shape
@@ -107,7 +102,7 @@ def cp(
         what="cp",
         where=where,
         default=spatial_convs(),
-        accepts=accepts,
+        accepts=conv_only("CP"),
         factorize=factorize,
         state_cls=CpState,
     )

@@ -46,23 +46,23 @@ def split_svd(matrix: Any, rank: int) -> tuple[Array, Array]:
     The singular values are split evenly: ``a = U_r sqrt(S_r)``, ``b = sqrt(S_r) V_r^T``, so both
     factors have the same scale (which keeps fine-tuning well conditioned). A concrete matrix is
     decomposed on the host (LAPACK, float64: no compilation per shape and rank, as at a
-    transform's ``init``, giving numpy arrays); a traced one with ``jnp.linalg.svd``.
+    transform's ``init``, giving numpy arrays); a traced one with ``jnp.linalg.svd``. Leading axes
+    are a stack of matrices, each factored on its own.
 
     Args:
-      matrix: ``(m, n)``.
+      matrix: ``(..., m, n)``.
       rank: ``1 <= rank <= min(m, n)``.
 
     Returns:
-      ``a`` of shape ``(m, rank)`` and ``b`` of shape ``(rank, n)``, float32.
+      ``a`` of shape ``(..., m, rank)`` and ``b`` of shape ``(..., rank, n)``, float32.
     """
-    if isinstance(matrix, jax.core.Tracer):
-        u, s, vt = jnp.linalg.svd(matrix.astype(jnp.float32), full_matrices=False)
-        root = jnp.sqrt(s[:rank])
-        return u[:, :rank] * root[None, :], root[:, None] * vt[:rank]
-    u, s, vt = np.linalg.svd(np.asarray(matrix, np.float64), full_matrices=False)
-    root = np.sqrt(s[:rank])
-    a, b = u[:, :rank] * root[None, :], root[:, None] * vt[:rank]
-    return a.astype(np.float32), b.astype(np.float32)
+    traced = isinstance(matrix, jax.core.Tracer)
+    xp = jnp if traced else np
+    dtype = jnp.float32 if traced else np.float64
+    u, s, vt = xp.linalg.svd(xp.asarray(matrix, dtype), full_matrices=False)
+    root = xp.sqrt(s[..., :rank])
+    a, b = u[..., :rank] * root[..., None, :], root[..., :, None] * vt[..., :rank, :]
+    return a.astype(xp.float32), b.astype(xp.float32)
 
 
 def singular_values(matrix: Any) -> np.ndarray:

@@ -39,8 +39,11 @@ import numpy as np
 from jaxcomp.core._transform import Transform
 from jaxcomp.core._tree import MaskedNode
 from jaxcomp.lowrank._decompose import kmeans
+from jaxcomp.lowrank._decompose import split_svd
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import describe
+from jaxcomp.lowrank._factorize import check_int
+from jaxcomp.lowrank._factorize import check_key
+from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
 from jaxcomp.lowrank._nodes import Bicluster
 from jaxcomp.lowrank._nodes import Monochromatic
@@ -52,25 +55,6 @@ __all__ = ["BiclusterState", "MonochromaticState", "bicluster", "monochromatic"]
 MAX_COLORS = 4
 """The default selection of :func:`monochromatic`: spatial convolutions with at most this many
 input channels (the color layers)."""
-
-
-def _check_int(what: str, name: str, value: Any, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{what}: {name} must be an int >= {low}, got {value!r}")
-
-
-def _check_key(what: str, key: Any) -> None:
-    if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
-        raise ValueError(f"{what}: key must be a typed PRNG key from jax.random.key(seed)")
-
-
-def _conv_only(name: str):
-    def accepts(path, x):
-        if x.ndim != 4:
-            return f"it is {describe(x)}; {name} needs a (kh, kw, C, F) convolution kernel"
-        return None
-
-    return accepts
 
 
 class MonochromaticState(NamedTuple):
@@ -104,9 +88,9 @@ def monochromatic(
         Denton et al., "Exploiting linear structure within convolutional networks for efficient
         evaluation", NeurIPS 2014, arXiv:1404.0736 (section 3.2.1).
     """
-    _check_int("monochromatic", "colors", colors)
-    _check_int("monochromatic", "iterations", iterations)
-    _check_key("monochromatic", key)
+    check_int("monochromatic", "colors", colors)
+    check_int("monochromatic", "iterations", iterations)
+    check_key("monochromatic", key)
     default = spatial_convs() & Selector(
         lambda p, x: x.shape[2] <= MAX_COLORS, f"input_channels<={MAX_COLORS}"
     )
@@ -136,7 +120,7 @@ def monochromatic(
         what="monochromatic",
         where=where,
         default=default,
-        accepts=_conv_only("the monochromatic approximation"),
+        accepts=conv_only("the monochromatic approximation"),
         factorize=factorize,
         state_cls=MonochromaticState,
     )
@@ -195,12 +179,12 @@ def bicluster(
         evaluation", NeurIPS 2014, arXiv:1404.0736 (section 3.2.2).
     """
     for name, v in (("groups_in", groups_in), ("groups_out", groups_out), ("rank", rank)):
-        _check_int("bicluster", name, v)
-    _check_int("bicluster", "iterations", iterations)
-    _check_key("bicluster", key)
+        check_int("bicluster", name, v)
+    check_int("bicluster", "iterations", iterations)
+    check_key("bicluster", key)
 
     def accepts(path, x):
-        reason = _conv_only("biclustering")(path, x)
+        reason = conv_only("biclustering")(path, x)
         if reason is None and (x.shape[2] % groups_in or x.shape[3] % groups_out):
             reason = (
                 f"groups_in={groups_in} must divide C={x.shape[2]} and groups_out={groups_out} "
@@ -221,10 +205,7 @@ def bicluster(
                                    iterations)  # fmt: skip
         blocks = np.reshape(w[:, :, perm_in][..., perm_out], (kh, kw, g, cg, h, fh))
         blocks = np.reshape(np.transpose(blocks, (2, 4, 0, 1, 3, 5)), (g, h, kh * kw * cg, fh))
-        uu, s, vt = np.linalg.svd(blocks, full_matrices=False)
-        root = np.sqrt(s[..., :rank])
-        a = uu[..., :rank] * root[..., None, :]  # (G, H, kh kw cg, K)
-        b = root[..., :, None] * vt[..., :rank, :]  # (G, H, K, fh)
+        a, b = split_svd(blocks, rank)  # (G, H, kh kw cg, K), (G, H, K, fh)
         a = np.transpose(np.reshape(a, (g, h, kh, kw, cg, rank)), (2, 3, 4, 0, 1, 5))
         node = Bicluster(
             u=jnp.asarray(np.reshape(a, (kh, kw, cg, g * h * rank)), x.dtype),

@@ -30,7 +30,7 @@ from jaxcomp.core._tree import path_str
 from jaxcomp.select._select import Selector
 from jaxcomp.select._select import resolve
 
-__all__ = ["Slot", "build", "describe"]
+__all__ = ["Slot", "build", "check_int", "check_key", "conv_only", "describe"]
 
 
 class Slot(NamedTuple):
@@ -47,6 +47,29 @@ def describe(x: Any) -> str:
     """A short description of a kernel for error messages: ``Dense kernel (784, 300)``."""
     kind = {2: "Dense kernel", 4: "Conv kernel"}.get(x.ndim, f"{x.ndim}-D kernel")
     return f"a {kind} of shape {tuple(x.shape)}"
+
+
+def check_int(what: str, name: str, value: Any, low: int = 1) -> None:
+    """Raises ``ValueError`` unless ``value`` is an int (not a bool) ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{what}: {name} must be an int >= {low}, got {value!r}")
+
+
+def check_key(what: str, key: Any) -> None:
+    """Raises ``ValueError`` unless ``key`` is a typed PRNG key."""
+    if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        raise ValueError(f"{what}: key must be a typed PRNG key from jax.random.key(seed)")
+
+
+def conv_only(method: str) -> Callable[[str, jax.Array], str | None]:
+    """The ``accepts`` of a method that factorizes only ``(kh, kw, C, F)`` convolution kernels."""
+
+    def accepts(path: str, x: jax.Array) -> str | None:
+        if x.ndim != 4:
+            return f"it is {describe(x)}; {method} needs a (kh, kw, C, F) convolution kernel"
+        return None
+
+    return accepts
 
 
 def _is_slot(x: Any) -> bool:

@@ -34,7 +34,7 @@ from jaxcomp.lowrank._rank import choose_rank
 from jaxcomp.select._select import Selector
 from jaxcomp.select._select import kernels
 
-__all__ = ["JaderbergState", "jaderberg", "spatial_convs"]
+__all__ = ["JaderbergState", "jaderberg", "separable_factors", "separable_matrix", "spatial_convs"]
 
 
 def spatial_convs() -> Selector:
@@ -42,6 +42,32 @@ def spatial_convs() -> Selector:
     return kernels() & Selector(
         lambda p, x: x.ndim == 4 and x.shape[0] * x.shape[1] > 1, "spatial_convs()"
     )
+
+
+def separable_matrix(kernel: Any) -> np.ndarray:
+    """The ``(kh C, kw F)`` matrix ``M[(i, c), (j, f)] = W[i, j, c, f]`` of a kernel, float32."""
+    kh, kw, c, f = kernel.shape
+    return np.reshape(np.transpose(np.asarray(kernel, np.float32), (0, 2, 1, 3)), (kh * c, kw * f))
+
+
+def separable_factors(
+    matrix: np.ndarray, shape: tuple[int, ...], rank: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``kh x 1`` then ``1 x kw`` pair for a kernel of ``shape``, from its matrix.
+
+    Args:
+      matrix: the kernel's :func:`separable_matrix`.
+      shape: the kernel's ``(kh, kw, C, F)``.
+      rank: ``K``, ``1 <= K <= min(kh C, kw F)``.
+
+    Returns:
+      ``vertical`` ``(kh, 1, C, K)`` and ``horizontal`` ``(1, kw, K, F)``, float32: the truncated
+      SVD of ``matrix`` with the singular values split evenly.
+    """
+    kh, kw, c, f = shape
+    a, b = split_svd(matrix, rank)
+    horizontal = np.transpose(np.reshape(b, (rank, kw, f)), (1, 0, 2))[None]
+    return np.reshape(a, (kh, 1, c, rank)), horizontal
 
 
 class JaderbergState(NamedTuple):
@@ -95,16 +121,14 @@ def jaderberg(
 
     def factorize(path, x, index):
         kh, kw, c, f = x.shape
-        mat = np.reshape(np.transpose(np.asarray(x, np.float32), (0, 2, 1, 3)), (kh * c, kw * f))
+        mat = separable_matrix(x)
         k = choose_rank(
             ranks, "jaderberg", path, max_rank=min(kh * c, kw * f),
             bound=f"min(kh C, kw F) = min({kh * c}, {kw * f})",
             cost=lambda r: r * (kh * c + kw * f), dense=kh * kw * c * f,
             spectrum=lambda: singular_values(mat),
         )  # fmt: skip
-        a, b = split_svd(mat, k)
-        vertical = np.reshape(a, (kh, 1, c, k))
-        horizontal = np.transpose(np.reshape(b, (k, kw, f)), (1, 0, 2))[None]
+        vertical, horizontal = separable_factors(mat, x.shape, k)
         return Separable(jnp.asarray(vertical, x.dtype), jnp.asarray(horizontal, x.dtype)), {}
 
     return build(

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from jaxcomp.core._transform import Transform
 from jaxcomp.core._tree import MaskedNode
 from jaxcomp.lowrank._factorize import build
+from jaxcomp.lowrank._factorize import check_int
 from jaxcomp.lowrank._factorize import describe
 from jaxcomp.lowrank._nodes import Predicted
 from jaxcomp.lowrank._rank import check_rank
@@ -50,8 +51,7 @@ _KINDS = ("smooth", "random")
 
 
 def _check(what: str, rank: Any, kind: Any, grid: Any, lengthscale: Any, ridge: Any) -> None:
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"{what}: rank must be an int >= 1, got {rank!r}")
+    check_int(what, "rank", rank)
     if kind not in _KINDS:
         raise ValueError(f"{what}: kind must be one of {_KINDS}, got {kind!r}")
     if grid is not None and (
@@ -243,7 +243,7 @@ class PredictedDense(nn.Module):
         alpha = self.param(
             "alpha", nn.initializers.lecun_normal(), (self.rank, self.features), jnp.float32
         )
-        y = jnp.matmul(jnp.matmul(x, d.astype(x.dtype)), alpha)
+        y = Predicted(d.astype(x.dtype), alpha).matmul(x)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + bias.shape)

@@ -39,8 +39,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxcomp.core._tree import is_array
-from jaxcomp.core._tree import path_str
+from jaxcomp.core._tree import leaf_paths
+from jaxcomp.select._select import resolve
 
 __all__ = [
     "RankOutOfRangeError",
@@ -130,7 +130,6 @@ class Ranks(NamedTuple):
         compression: Any,
         *,
         pair: bool = False,
-        allow_energy: bool = True,
     ) -> Ranks:
         """Checks the arguments of a factory ``what`` and returns them."""
         given = [n for n, v in (("rank", rank), ("energy", energy), ("compression", compression))
@@ -140,8 +139,6 @@ class Ranks(NamedTuple):
                 f"{what}: give exactly one of rank=, energy=, compression=; got {given}"
             )
         if energy is not None:
-            if not allow_energy:
-                raise ValueError(f"{what}: energy= is not available (no singular spectrum)")
             if isinstance(energy, bool) or not isinstance(energy, int | float):
                 raise ValueError(f"{what}: energy must be a float in (0, 1], got {energy!r}")
             if not 0.0 < float(energy) <= 1.0:
@@ -277,21 +274,13 @@ def sensitivity_scan(
     Raises:
       ValueError: ``candidates`` is empty or holds a non-positive rank, or ``tolerance < 0``.
     """
-    from jaxcomp.select import resolve
-
     if not candidates or any(not _is_int(c) or c < 1 for c in candidates):
         raise ValueError(f"sensitivity_scan: candidates must be ints >= 1, got {candidates!r}")
     cands = sorted({int(c) for c in candidates})
     if not float(tolerance) >= 0:
         raise ValueError(f"sensitivity_scan: tolerance must be >= 0, got {tolerance!r}")
     mask = resolve(where, params, what="sensitivity_scan(where=...)")
-    selected = [
-        path_str(p)
-        for (p, x), m in zip(
-            jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(mask), strict=True
-        )
-        if m and is_array(x)
-    ]
+    selected = [p for p, m in zip(leaf_paths(params), jax.tree.leaves(mask), strict=True) if m]
     baseline = float(evaluate(params))
     ranks: dict[str, int] = {}
     scores: dict[str, dict[int, float]] = {}

@@ -28,7 +28,9 @@ import numpy as np
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import cp_als
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import describe
+from jaxcomp.lowrank._factorize import check_int
+from jaxcomp.lowrank._factorize import check_key
+from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
 from jaxcomp.lowrank._nodes import SeparableBasis
 from jaxcomp.lowrank._rank import check_rank
@@ -66,17 +68,9 @@ def separable_basis(
     References:
         Rigamonti, Sironi, Lepetit and Fua, "Learning separable filters", CVPR 2013.
     """
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"separable_basis: rank must be an int >= 1, got {rank!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"separable_basis: iterations must be an int >= 0, got {iterations!r}")
-    if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
-        raise ValueError("separable_basis: key must be a typed PRNG key from jax.random.key(seed)")
-
-    def accepts(path, x):
-        if x.ndim != 4:
-            return f"it is {describe(x)}; separable bases need a (kh, kw, C, F) kernel"
-        return None
+    check_int("separable_basis", "rank", rank)
+    check_int("separable_basis", "iterations", iterations, low=0)
+    check_key("separable_basis", key)
 
     def factorize(path, x, index):
         kh, kw, c, f = x.shape
@@ -93,7 +87,7 @@ def separable_basis(
         what="separable_basis",
         where=where,
         default=spatial_convs(),
-        accepts=accepts,
+        accepts=conv_only("the separable-basis rewrite"),
         factorize=factorize,
         state_cls=SeparableBasisState,
     )

@@ -30,7 +30,8 @@ from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import singular_values
 from jaxcomp.lowrank._decompose import tucker2_decompose
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import describe
+from jaxcomp.lowrank._factorize import check_int
+from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
 from jaxcomp.lowrank._nodes import Tucker2
 from jaxcomp.lowrank._rank import Ranks
@@ -87,13 +88,7 @@ def tucker2(
         mobile applications", ICLR 2016, arXiv:1511.06530.
     """
     ranks = Ranks.build("tucker2", rank, energy, compression, pair=True)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"tucker2: iterations must be an int >= 0, got {iterations!r}")
-
-    def accepts(path, x):
-        if x.ndim != 4:
-            return f"it is {describe(x)}; Tucker-2 needs a (kh, kw, C, F) convolution kernel"
-        return None
+    check_int("tucker2", "iterations", iterations, low=0)
 
     def choose(path, x):
         kh, kw, c, f = x.shape
@@ -125,7 +120,7 @@ def tucker2(
         what="tucker2",
         where=where,
         default=spatial_convs(),
-        accepts=accepts,
+        accepts=conv_only("Tucker-2"),
         factorize=factorize,
         state_cls=Tucker2State,
     )
