@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +56,16 @@ def train(
     )  # fmt: skip
     # fit evaluated the test split once, at the end
     return res.state, res.history[-1]["test_accuracy"]
+
+
+def machine() -> dict[str, Any]:
+    """The machine a benchmark ran on: CPU, cores, JAX backend and version."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+    }
 
 
 def latency_summary(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:

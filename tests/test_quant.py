@@ -162,6 +162,23 @@ def test_finalize_codes_dequantize_to_apply(bits, dtype, symmetric):
     assert isinstance(leaves["Dense_0"]["kernel"], quant.QuantizedArray)
 
 
+def test_codes_are_those_fake_quantize_rounds_to_ties_included():
+    # affine 2 bits over [-1, 2]: scale 1 and an odd zero point (-1), so the ties of x / scale
+    # round to even one way and the ties of x / scale + zero_point the other
+    x = jnp.array([-1.0, -0.5, 0.5, 1.5, 2.0])
+    scale, zp = quant.qparams_from_range(-1.0, 2.0, bits=2, symmetric=False)
+    assert (float(scale), float(zp)) == (1.0, -1.0)
+    fq = quant.fake_quantize(x, scale, zp, bits=2, symmetric=False)
+    np.testing.assert_array_equal(fq, [-1.0, -1.0, 1.0, 1.0, 2.0])
+    codes = quant.quantize(x, scale, zp, bits=2, symmetric=False)
+    np.testing.assert_array_equal(quant.dequantize(codes, scale, zp), fq)
+    # so a finalized affine leaf dequantizes to exactly what apply computed
+    t = quant.fake_quant(bits=2, symmetric=False)
+    c, s = t.init({"Dense_0": {"kernel": x.reshape(5, 1)}})
+    np.testing.assert_array_equal(quant.to_dense(t.finalize(c, s))["Dense_0"]["kernel"],
+                                  t.apply(c, s)["Dense_0"]["kernel"])  # fmt: skip
+
+
 def test_int8_weights_take_a_quarter_of_float32():
     p = {"Dense_0": {"kernel": _kernel(shape=(256, 128))}}
     t = quant.fake_quant(bits=8, per_channel=True)

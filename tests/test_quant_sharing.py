@@ -118,6 +118,23 @@ def test_kmeans_hessian_and_bad_inputs():
     b = quant.kmeans(clusters=4, keep_zeros=False, hessian=h)
     wa = a.apply(*a.init(params))["Dense_0"]["kernel"]
     np.testing.assert_allclose(wa, b.apply(*b.init(params))["Dense_0"]["kernel"], rtol=1e-6)
+    # a non-uniform Hessian reaches the clustering: on four well-separated groups the centroids
+    # are the h-weighted means of their members (a plain mean if the Hessian were dropped)
+    rng = np.random.default_rng(0)
+    wg = rng.choice([-3.0, -1.0, 1.0, 3.0], (16, 12)) + 0.1 * rng.standard_normal((16, 12))
+    hg = rng.uniform(0.1, 2.0, (16, 12))
+    pg = {"Dense_0": {"kernel": jnp.asarray(wg, jnp.float32)}}
+    for hessian in ({"Dense_0": {"kernel": jnp.asarray(hg, jnp.float32)}}, lambda p: {
+        "Dense_0": {"kernel": jnp.asarray(hg, jnp.float32)}}):  # fmt: skip
+        t = quant.kmeans(clusters=4, keep_zeros=False, hessian=hessian)
+        c, s = t.init(pg)
+        cen = np.asarray(c["Dense_0"]["kernel"]["centroids"])
+        idx = np.asarray(s.indices["Dense_0"]["kernel"])
+        for k in range(4):
+            members = idx == k
+            np.testing.assert_allclose(cen[k], (hg * wg)[members].sum() / hg[members].sum(),
+                                       rtol=1e-5)  # fmt: skip
+            assert abs(cen[k] - wg[members].mean()) > 1e-4
     with pytest.raises(ValueError, match="distinct"):
         quant.kmeans(clusters=5).init({"Dense_0": {"kernel": jnp.tile(jnp.arange(4.0), (3, 1))}})
     with pytest.raises(ValueError, match="hessian"):

@@ -18,10 +18,7 @@ Run: ``python -m experiments.benchmarks.int8_inference [--smoke] [--repeats N] [
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +29,9 @@ import jax.numpy as jnp
 import jaxcomp as jc
 import jaxcomp.quant as jq
 from experiments.benchmarks.qat_overhead import MLP
+from experiments.benchmarks.qat_overhead import parse_args
 from experiments.common import latency_summary
+from experiments.common import machine
 
 
 def bench(
@@ -77,17 +76,7 @@ def bench(
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, few repeats")
-    parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=256, help="batch size (the issue's: 256)")
-    parser.add_argument(
-        "--pipeline", type=int, default=1,
-        help="calls per timed sample, waited for once (device time on an accelerator)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.batch < 1 or args.pipeline < 1:
-        parser.error(f"--batch and --pipeline must be >= 1, got {args.batch}, {args.pipeline}")
+    args = parse_args(argv, __doc__, repeats=100)
     if args.smoke:
         cases = {"mlp": (MLP(hidden=(32, 32)), 16, (8, 8, 1))}
         repeats = 3
@@ -99,12 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         repeats = args.repeats
     result: dict[str, Any] = {
         "benchmark": "int8_inference",
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "backend": jax.default_backend(),
-            "jax": jax.__version__,
-        },
+        "machine": machine(),
         "repeats": repeats,
         "pipeline": args.pipeline,
     }

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +37,7 @@ from flax import linen as nn
 import jaxcomp as jc
 import jaxcomp.quant as jq
 from experiments.common import latency_summary
+from experiments.common import machine
 
 
 class MLP(nn.Module):
@@ -55,7 +54,7 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes, name=f"Dense_{len(self.hidden)}")(x)
 
 
-def _states(model: nn.Module, batch: int, shape: tuple[int, ...]) -> dict[str, Any]:
+def _states(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
     v = jc.models.init(model, jax.random.key(0), shape)
     rules = [(".*", 8)]
     configs = {
@@ -73,7 +72,6 @@ def _states(model: nn.Module, batch: int, shape: tuple[int, ...]) -> dict[str, A
             apply_fn=apply_fn, variables=v, tx=optax.adam(1e-3), key=jax.random.key(1),
             transform=transform,
         )  # fmt: skip
-    del batch
     return out
 
 
@@ -81,7 +79,7 @@ def bench(
     model: nn.Module, *, batch: int, shape: tuple[int, ...], repeats: int, pipeline: int = 1
 ) -> dict:
     """Interleaved timings of the four steps; returns medians and ratios to fp32."""
-    states = _states(model, batch, shape)
+    states = _states(model, shape)
     step = jc.train.make_train_step(donate=False)
     x = jax.random.uniform(jax.random.key(2), (batch, *shape), jnp.float32)
     y = jax.random.randint(jax.random.key(3), (batch,), 0, 10)
@@ -98,10 +96,12 @@ def bench(
     return latency_summary(res)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: Sequence[str] | None, doc: str, *, repeats: int) -> argparse.Namespace:
+    """The options of the quantization benchmarks: ``--smoke``, ``--repeats``, ``--batch``,
+    ``--pipeline`` (exits with a usage error on a batch or pipeline below 1)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, few repeats")
-    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--batch", type=int, default=256, help="batch size (the issue's: 256)")
     parser.add_argument(
         "--pipeline", type=int, default=1,
@@ -110,8 +110,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.batch < 1 or args.pipeline < 1:
         parser.error(f"--batch and --pipeline must be >= 1, got {args.batch}, {args.pipeline}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv, __doc__, repeats=60)
     if args.smoke:
-        cases = {"mlp": (MLP(hidden=(32, 32)), 16, (8, 8, 1)), "lenet5": None}
+        cases = {"mlp": (MLP(hidden=(32, 32)), 16, (8, 8, 1))}
         repeats = 3
     else:
         b = args.batch
@@ -122,20 +127,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         repeats = args.repeats
     result: dict[str, Any] = {
         "benchmark": "qat_overhead",
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "backend": jax.default_backend(),
-            "jax": jax.__version__,
-        },
+        "machine": machine(),
         "batch": args.batch if not args.smoke else 16,
         "pipeline": args.pipeline,
         "repeats": repeats,
     }
-    for name, case in cases.items():
-        if case is None:
-            continue
-        model, batch, shape = case
+    for name, (model, batch, shape) in cases.items():
         result[name] = bench(
             model, batch=batch, shape=shape, repeats=repeats, pipeline=args.pipeline
         )

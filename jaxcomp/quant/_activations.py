@@ -127,14 +127,19 @@ def input_qparams(
       ``(scale, zero_point)``, scalars.
     """
     xs = jax.lax.stop_gradient(x)
-    lo, hi = observer.range_of(xs, None)
     m = layer.module
     mutable = m.is_mutable_collection(STATS)
+    st = None
     if mutable or m.has_variable(STATS, "input"):
         var = m.variable(STATS, "input", observer.init, ())
         if mutable and not m.is_initializing():
+            # the observer has now seen at least this batch, so its range is the one to use (the
+            # batch's own range is computed once, inside observe)
             var.value = observer.observe(var.value, xs)
+            return qparams_from_range(var.value.lo, var.value.hi, bits=bits, symmetric=symmetric)
         st = var.value
+    lo, hi = observer.range_of(xs, None)
+    if st is not None:
         seen = st.count > 0
         lo, hi = jnp.where(seen, st.lo, lo), jnp.where(seen, st.hi, hi)
     return qparams_from_range(lo, hi, bits=bits, symmetric=symmetric)

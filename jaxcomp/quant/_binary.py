@@ -46,10 +46,11 @@ import jax.numpy as jnp
 from jaxcomp.core import Transform
 from jaxcomp.quant._core import broadcast_channel
 from jaxcomp.quant._core import build_spec
-from jaxcomp.quant._core import key_data
 from jaxcomp.quant._core import map_spec
+from jaxcomp.quant._core import optional_key_data
 from jaxcomp.quant._core import reduce_axes
 from jaxcomp.quant._core import sign_ste
+from jaxcomp.quant._core import split_key_data
 from jaxcomp.quant._nodes import QuantizedArray
 from jaxcomp.select import resolve
 
@@ -109,12 +110,6 @@ def twn_scale(
     return delta, alpha
 
 
-def _kd(stochastic: bool, key: Any, fn: str) -> jax.Array:
-    if stochastic:
-        return key_data(key, what=f"{fn}: key (needed by stochastic=True)")
-    return jax.random.key_data(jax.random.key(0))
-
-
 def _scale_of(scale: Any, shape: tuple[int, ...]) -> float:
     return glorot_scale(shape) if scale == "glorot" else float(scale)
 
@@ -124,11 +119,6 @@ def _check_scale(scale: Any, fn: str) -> None:
         return
     if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
         raise ValueError(f"{fn}: scale must be a positive number or 'glorot', got {scale!r}")
-
-
-def _split(state: BinaryState) -> BinaryState:
-    k = jax.random.split(jax.random.wrap_key_data(state.key))[0]
-    return state._replace(key=jax.random.key_data(k))
 
 
 def _leaf_key(state: BinaryState, i: int) -> jax.Array:
@@ -146,7 +136,7 @@ def _clip_transform(
     fn: str, scale: Any, stochastic: bool, key: Any, where: Any, forward, codes, bits: int
 ) -> Transform:
     """A transform over clipped latent weights: ``forward(i, w, h, state)``, ``codes(w, h)``."""
-    kd = _kd(stochastic, key, fn)
+    kd = optional_key_data(key, needed=stochastic, what=f"{fn}: key (needed by stochastic=True)")
 
     def init(params):
         mask = resolve(where, params, what=f"{fn}(where=...)")
@@ -162,7 +152,7 @@ def _clip_transform(
         del step, grads
         h = lambda w: _scale_of(scale, w.shape)
         cparams = map_spec(lambda _, __, w: jnp.clip(w, -h(w), h(w)), state.spec, cparams)
-        return cparams, (_split(state) if stochastic else state)
+        return cparams, (state._replace(key=split_key_data(state.key)) if stochastic else state)
 
     def finalize(cparams, state):
         def one(i, _, w):
@@ -257,6 +247,26 @@ def _axis_spec(per_channel: bool):
     return lambda p, x: x.ndim - 1 if per_channel and x.ndim >= 2 else None
 
 
+def _closed_form_transform(fn: str, per_channel: bool, where: Any, forward, final) -> Transform:
+    """A stateless transform over the selected leaves: ``forward(w, ax)``, ``final(w, ax)``."""
+
+    def init(params):
+        mask = resolve(where, params, what=f"{fn}(where=...)")
+        return params, BinaryState(optional_key_data(None, needed=False),
+                                   build_spec(mask, params, _axis_spec(per_channel)))  # fmt: skip
+
+    def apply(cparams, state):
+        return map_spec(lambda _, ax, w: forward(w, ax), state.spec, cparams)
+
+    def update(cparams, state, *, step, grads=None):
+        return cparams, state
+
+    def finalize(cparams, state):
+        return map_spec(lambda _, ax, w: final(w, ax), state.spec, cparams)
+
+    return Transform(init, apply, update, finalize)
+
+
 def binary_weights(*, per_channel: bool = True, where: Any = None) -> Transform:
     """Binary-weight networks (XNOR-Net's weights): ``alpha * sign(W)``, ``alpha = mean |W|``.
 
@@ -274,29 +284,13 @@ def binary_weights(*, per_channel: bool = True, where: Any = None) -> Transform:
       ``QuantizedArray(codes=sign(W), scale=alpha)``.
     """
 
-    def init(params):
-        mask = resolve(where, params, what="binary_weights(where=...)")
-        return params, BinaryState(jax.random.key_data(jax.random.key(0)),
-                                   build_spec(mask, params, _axis_spec(per_channel)))  # fmt: skip
+    def forward(w, ax):
+        return broadcast_channel(xnor_scale(w, ax), w.ndim, ax) * sign_ste(w, clip=1.0)
 
-    def apply(cparams, state):
-        def one(_, ax, w):
-            alpha = broadcast_channel(xnor_scale(w, ax), w.ndim, ax)
-            return alpha * sign_ste(w, clip=1.0)
+    def final(w, ax):
+        return _qarray(jnp.where(w >= 0, 1, -1), xnor_scale(w, ax), ax, 1, w.dtype)
 
-        return map_spec(one, state.spec, cparams)
-
-    def update(cparams, state, *, step, grads=None):
-        return cparams, state
-
-    def finalize(cparams, state):
-        return map_spec(
-            lambda _, ax, w: _qarray(jnp.where(w >= 0, 1, -1), xnor_scale(w, ax), ax, 1, w.dtype),
-            state.spec,
-            cparams,
-        )
-
-    return Transform(init, apply, update, finalize)
+    return _closed_form_transform("binary_weights", per_channel, where, forward, final)
 
 
 def ternary_weights(
@@ -330,27 +324,12 @@ def ternary_weights(
         t = jnp.where(jnp.abs(w) > broadcast_channel(delta, w.ndim, ax), jnp.sign(w), 0.0)
         return t, alpha
 
-    def init(params):
-        mask = resolve(where, params, what="ternary_weights(where=...)")
-        return params, BinaryState(jax.random.key_data(jax.random.key(0)),
-                                   build_spec(mask, params, _axis_spec(per_channel)))  # fmt: skip
+    def forward(w, ax):
+        t, alpha = codes_alpha(jax.lax.stop_gradient(w), ax)
+        wt = (t * broadcast_channel(alpha, w.ndim, ax)).astype(w.dtype)
+        return w + jax.lax.stop_gradient(wt - w)
 
-    def apply(cparams, state):
-        def one(_, ax, w):
-            t, alpha = codes_alpha(jax.lax.stop_gradient(w), ax)
-            wt = (t * broadcast_channel(alpha, w.ndim, ax)).astype(w.dtype)
-            return w + jax.lax.stop_gradient(wt - w)
+    def final(w, ax):
+        return _qarray(*codes_alpha(w, ax), ax, 2, w.dtype)
 
-        return map_spec(one, state.spec, cparams)
-
-    def update(cparams, state, *, step, grads=None):
-        return cparams, state
-
-    def finalize(cparams, state):
-        def one(_, ax, w):
-            t, alpha = codes_alpha(w, ax)
-            return _qarray(t, alpha, ax, 2, w.dtype)
-
-        return map_spec(one, state.spec, cparams)
-
-    return Transform(init, apply, update, finalize)
+    return _closed_form_transform("ternary_weights", per_channel, where, forward, final)

@@ -77,6 +77,14 @@ def _nearest_sorted(x: jax.Array, c: jax.Array) -> jax.Array:
     return jnp.searchsorted(mids, x, side="left").astype(jnp.int32)
 
 
+def _flat_inputs(x, weights, valid):
+    """The flat values, validity and weights (zero where invalid) of a clustering call."""
+    x = x.reshape(-1)
+    valid = jnp.ones(x.shape, bool) if valid is None else valid.reshape(-1)
+    h = jnp.ones_like(x) if weights is None else weights.reshape(-1).astype(x.dtype)
+    return x, valid, jnp.where(valid, h, 0.0)
+
+
 def _weighted_means(x, h, idx, k, c_old):
     sums = jax.ops.segment_sum(h * x, idx, num_segments=k)
     mass = jax.ops.segment_sum(h, idx, num_segments=k)
@@ -116,10 +124,7 @@ def kmeans_1d(
         ([0.05, 1.05, 5.0], [0, 0, 1, 1, 2])
     """
     shape = x.shape
-    x = x.reshape(-1)
-    valid = jnp.ones(x.shape, bool) if valid is None else valid.reshape(-1)
-    h = jnp.ones_like(x) if weights is None else weights.reshape(-1).astype(x.dtype)
-    h = jnp.where(valid, h, 0.0)
+    x, valid, h = _flat_inputs(x, weights, valid)
     c0 = init_centroids(x, valid, k, init, key)
 
     def body(_, c):
@@ -131,8 +136,10 @@ def kmeans_1d(
     return c, idx.reshape(shape)
 
 
-def _ecsq_assign(x, hn, c, bits_k, lam, block):
-    """argmin_k hn * (x - c_k)^2 + lam * bits_k, in blocks of ``block`` values."""
+def _ecsq_assign(x, hn, c, p, lam, block):
+    """argmin_k hn * (x - c_k)^2 + lam * (-log2 p_k), in blocks of ``block`` values; an empty
+    cluster (``p_k = 0``) is never chosen."""
+    bits_k = jnp.where(p > 0, -jnp.log2(jnp.where(p > 0, p, 1.0)), jnp.inf)
 
     def one(args):
         xi, hi = args
@@ -174,10 +181,7 @@ def ecsq_1d(
       centroid that no index uses).
     """
     shape = x.shape
-    x = x.reshape(-1)
-    valid = jnp.ones(x.shape, bool) if valid is None else valid.reshape(-1)
-    h = jnp.ones_like(x) if weights is None else weights.reshape(-1).astype(x.dtype)
-    h = jnp.where(valid, h, 0.0)
+    x, valid, h = _flat_inputs(x, weights, valid)
     n = jnp.maximum(jnp.sum(valid), 1)
     mean_x = jnp.sum(jnp.where(valid, x, 0.0)) / n
     var_x = jnp.sum(jnp.where(valid, (x - mean_x) ** 2, 0.0)) / n
@@ -189,16 +193,14 @@ def ecsq_1d(
 
     def body(_, carry):
         c, p = carry
-        bits_k = jnp.where(p > 0, -jnp.log2(jnp.where(p > 0, p, 1.0)), jnp.inf)
-        idx = _ecsq_assign(x, hn, c, bits_k, lam, block)
+        idx = _ecsq_assign(x, hn, c, p, lam, block)
         c, _ = _weighted_means(x, h, idx, k, c)
         counts = jax.ops.segment_sum(valid.astype(x.dtype), idx, num_segments=k)
         return c, counts / n
 
     p0 = jnp.full((k,), 1.0 / k, x.dtype)
     c, p = jax.lax.fori_loop(0, iterations, body, (c0, p0))
-    bits_k = jnp.where(p > 0, -jnp.log2(jnp.where(p > 0, p, 1.0)), jnp.inf)
-    idx = _ecsq_assign(x, hn, c, bits_k, lam, block)
+    idx = _ecsq_assign(x, hn, c, p, lam, block)
     order = jnp.argsort(c)
     rank = jnp.argsort(order)
     idx = jnp.where(valid, rank[idx], 0)

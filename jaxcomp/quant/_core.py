@@ -1,7 +1,7 @@
 """The quantization primitives every quantizer in :mod:`jaxcomp.quant` reuses.
 
 Uniform affine quantization maps a real ``x`` to an integer code
-``q = clip(round(x / scale) + zero_point, qmin, qmax)`` and back to ``(q - zero_point) * scale``.
+``q = clip(round(x / scale + zero_point), qmin, qmax)`` and back to ``(q - zero_point) * scale``.
 Fake quantization does both in floating point, so the forward pass sees the rounded values while
 the backward pass uses the straight-through estimator (STE) with clipping: the gradient is 1 where
 ``x`` lies inside the representable range and 0 outside (Bengio et al. 2013; Jacob et al. 2018).
@@ -49,15 +49,20 @@ __all__ = [
     "dequantize",
     "fake_quantize",
     "grad_scale",
+    "in_range",
+    "is_spec",
     "key_data",
     "map_spec",
+    "optional_key_data",
     "qparams_from_range",
     "qrange",
     "quantize",
     "reduce_axes",
     "round_ste",
     "round_value",
+    "rounding_key_data",
     "sign_ste",
+    "split_key_data",
 ]
 
 ROUNDINGS = ("nearest", "stochastic")
@@ -78,7 +83,8 @@ class Spec:
 jax.tree_util.register_dataclass(Spec, data_fields=[], meta_fields=["value"])
 
 
-def _is_spec(x: Any) -> bool:
+def is_spec(x: Any) -> bool:
+    """True for the nodes of a spec tree (``Spec`` or ``MaskedNode``): its ``is_leaf``."""
     return isinstance(x, Spec | MaskedNode)
 
 
@@ -96,7 +102,7 @@ def map_spec(fn: Callable[..., Any], spec: Any, tree: Any, *rest: Any) -> Any:
     ``tree`` are returned unchanged. ``index`` counts the selected leaves in flattening order (to
     fold into PRNG keys).
     """
-    specs, treedef = jax.tree.flatten(spec, is_leaf=_is_spec)
+    specs, treedef = jax.tree.flatten(spec, is_leaf=is_spec)
     subs = treedef.flatten_up_to(tree)
     rests = [treedef.flatten_up_to(r) for r in rest]
     out, i = [], 0
@@ -114,6 +120,30 @@ def key_data(key: Any, *, what: str = "key") -> jax.Array:
     if key is None or not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
         raise ValueError(f"{what} must be a typed PRNG key from jax.random.key(seed), got {key!r}")
     return jax.random.key_data(key)
+
+
+def optional_key_data(key: Any, *, needed: bool, what: str = "key") -> jax.Array:
+    """:func:`key_data` of ``key`` when ``needed``, else a fixed placeholder (the state keeps a key
+    either way, so its structure does not depend on the settings)."""
+    return key_data(key, what=what) if needed else jax.random.key_data(jax.random.key(0))
+
+
+def rounding_key_data(rounding: Any, key: Any, *, fn: str) -> jax.Array:
+    """Validates ``rounding`` and returns the raw key data a rounding transform's state keeps.
+
+    Raises:
+      ValueError: ``rounding`` is not one of :data:`ROUNDINGS`, or is ``"stochastic"`` without a
+        typed PRNG key (the messages name ``fn``).
+    """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"{fn}: rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    what = f"{fn}: key (needed by rounding='stochastic')"
+    return optional_key_data(key, needed=rounding == "stochastic", what=what)
+
+
+def split_key_data(data: jax.Array) -> jax.Array:
+    """The raw data of a fresh key split from the raw key data ``data`` (one ``update``'s draw)."""
+    return jax.random.key_data(jax.random.split(jax.random.wrap_key_data(data))[0])
 
 
 def check_bits(bits: Any, *, lo: int = 1, hi: int = 16, what: str = "bits") -> int:
@@ -234,7 +264,10 @@ def quantize(
     rounding: str = "nearest",
     key: jax.Array | None = None,
 ) -> jax.Array:
-    """Integer codes ``clip(round(x / scale) + zero_point, qmin, qmax)`` in the code dtype.
+    """Integer codes ``clip(round(x / scale + zero_point), qmin, qmax)`` in the code dtype.
+
+    The codes are those :func:`fake_quantize` rounds to (so ``dequantize(quantize(x))`` equals
+    its value, ties included).
 
     Args:
       x: the real values.
@@ -252,7 +285,7 @@ def quantize(
     qmin, qmax = qrange(bits, symmetric=symmetric)
     s = broadcast_channel(scale, x.ndim, axis)
     z = broadcast_channel(zero_point, x.ndim, axis)
-    q = jnp.clip(round_value(x / s, rounding, key) + z, qmin, qmax)
+    q = jnp.clip(round_value(x / s + z, rounding, key), qmin, qmax)
     return q.astype(code_dtype(bits))
 
 
@@ -310,15 +343,19 @@ def fake_quantize(
     value = ((q - z) * s).astype(x.dtype)
     if not clip_gradient:
         return jax.lax.stop_gradient(value) + (x - jax.lax.stop_gradient(x))
-    tol = _range_tolerance(qmax)
-    inside = ((v >= qmin - tol) & (v <= qmax + tol)).astype(x.dtype)
+    inside = in_range(v, qmin, qmax).astype(x.dtype)
     return jax.lax.stop_gradient(value) + (x - jax.lax.stop_gradient(x)) * inside
 
 
-def _range_tolerance(qmax: int) -> float:
-    """How far (in steps) beyond the end codes still counts as inside: float32 rounding of
-    ``x / scale`` (the largest weight of a min/max range lands on ``qmax`` only up to an ulp)."""
-    return 1e-3 + qmax * 2.0**-20
+def in_range(v: jax.Array, qmin: int, qmax: int) -> jax.Array:
+    """Where ``v = x / scale + zero_point`` lies in the code range: the clipped STE's mask.
+
+    Up to float rounding: a thousandth of a step (plus float32's relative error of ``x / scale``;
+    the largest weight of a min/max range lands on ``qmax`` only up to an ulp) beyond an end code
+    still counts as inside.
+    """
+    tol = 1e-3 + qmax * 2.0**-20
+    return (v >= qmin - tol) & (v <= qmax + tol)
 
 
 def round_ste(v: jax.Array) -> jax.Array:

@@ -43,20 +43,20 @@ import jax.numpy as jnp
 
 from jaxcomp.core import Transform
 from jaxcomp.core import leaf_paths
-from jaxcomp.quant._core import ROUNDINGS
 from jaxcomp.quant._core import broadcast_channel
 from jaxcomp.quant._core import build_spec
 from jaxcomp.quant._core import check_axis
 from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import fake_quantize
 from jaxcomp.quant._core import grad_scale
-from jaxcomp.quant._core import key_data
 from jaxcomp.quant._core import map_spec
 from jaxcomp.quant._core import qparams_from_range
 from jaxcomp.quant._core import qrange
 from jaxcomp.quant._core import quantize
 from jaxcomp.quant._core import reduce_axes
 from jaxcomp.quant._core import round_value
+from jaxcomp.quant._core import rounding_key_data
+from jaxcomp.quant._core import split_key_data
 from jaxcomp.quant._nodes import QuantizedArray
 from jaxcomp.quant._observers import Observer
 from jaxcomp.quant._observers import minmax
@@ -152,13 +152,7 @@ def fake_quant(
         [True, True, True]
     """
     bits = check_bits(bits, lo=2, what="fake_quant: bits")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"fake_quant: rounding must be one of {ROUNDINGS}, got {rounding!r}")
-    kd = (
-        key_data(key, what="fake_quant: key (needed by rounding='stochastic')")
-        if rounding == "stochastic"
-        else jax.random.key_data(jax.random.key(0))
-    )
+    kd = rounding_key_data(rounding, key, fn="fake_quant")
     _check_axis_arg(axis, per_channel)
     if observer is not None and not isinstance(observer, Observer):
         raise ValueError(f"fake_quant: observer must be a jaxcomp.quant Observer, got {observer!r}")
@@ -226,9 +220,7 @@ def fake_quant(
     def update(cparams, state, *, step, grads=None):
         del step, grads
         if stochastic:
-            state = state._replace(
-                key=jax.random.key_data(jax.random.split(jax.random.wrap_key_data(state.key))[0])
-            )
+            state = state._replace(key=split_key_data(state.key))
         if learned_step:
             cparams = map_spec(
                 lambda _, ax, c: {"w": c["w"], "scale": jnp.maximum(c["scale"], _LSQ_MIN_SCALE)},

@@ -31,9 +31,9 @@ from jaxcomp.quant._core import ROUNDINGS
 from jaxcomp.quant._core import build_spec
 from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import fake_quantize
-from jaxcomp.quant._core import key_data
 from jaxcomp.quant._core import map_spec
 from jaxcomp.quant._core import quantize
+from jaxcomp.quant._core import rounding_key_data
 from jaxcomp.quant._nodes import QuantizedArray
 from jaxcomp.select import resolve
 
@@ -132,13 +132,7 @@ def fixed_point(
       ValueError: a hyperparameter is out of range, or stochastic rounding without a key.
     """
     wl, fl = _check(word_length, fractional_length, "fixed_point")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"fixed_point: rounding must be one of {ROUNDINGS}, got {rounding!r}")
-    kd = (
-        key_data(key, what="fixed_point: key (needed by rounding='stochastic')")
-        if rounding == "stochastic"
-        else jax.random.key_data(jax.random.key(0))
-    )
+    kd = rounding_key_data(rounding, key, fn="fixed_point")
     eps = jnp.float32(2.0**-fl)
     zero = jnp.float32(0)
 

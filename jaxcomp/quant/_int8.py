@@ -23,6 +23,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,7 @@ from jaxcomp.adapt import Layer
 from jaxcomp.adapt import intercept
 from jaxcomp.quant._activations import input_qparams
 from jaxcomp.quant._core import check_bits
-from jaxcomp.quant._core import qrange
+from jaxcomp.quant._core import quantize
 from jaxcomp.quant._intops import int_linear
 from jaxcomp.quant._layers import add_bias
 from jaxcomp.quant._layers import contraction
@@ -103,7 +104,6 @@ def run_int8(
     """
     bits = check_bits(bits, lo=2, hi=8, what="run_int8: bits")
     obs = moving_average() if observer is None else observer
-    qmin, qmax = qrange(bits, symmetric=symmetric)
 
     def handler(layer: Layer):
         kernel = layer.params.get("kernel")
@@ -122,7 +122,7 @@ def run_int8(
         _check_kernel(kernel, layer.path)
         x = layer.args[0]
         sx, zx = input_qparams(layer, x, bits=bits, symmetric=symmetric, observer=obs)
-        xq = jnp.clip(jnp.round(x / sx + zx), qmin, qmax).astype(jnp.int8)
+        xq = quantize(x, sx, zx, bits=bits, symmetric=symmetric)
         op = contraction(layer.module, path=layer.path)
         y = int_linear(op, xq, kernel.codes.astype(jnp.int8), sx, zx, kernel.scale,
                        symmetric=symmetric)  # fmt: skip
@@ -145,10 +145,7 @@ def weight_bytes(tree: Any) -> dict[str, float]:
     for x in jax.tree.leaves(tree, is_leaf=is_compressed):
         if is_compressed(x):
             q += x.nbytes
-            n = 1
-            for d in x.shape:
-                n *= d
-            f += 4 * n
+            f += 4 * math.prod(x.shape)
     if q == 0:
         raise ValueError("weight_bytes: the tree holds no compressed node")
     return {"quantized": q, "float32": f, "ratio": f / q}

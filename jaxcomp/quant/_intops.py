@@ -33,9 +33,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcomp.quant._core import _range_tolerance
 from jaxcomp.quant._core import broadcast_channel
+from jaxcomp.quant._core import in_range
+from jaxcomp.quant._core import qparams_from_range
 from jaxcomp.quant._core import qrange
+from jaxcomp.quant._core import quantize
 
 __all__ = ["int_linear", "qat_linear", "quantize_kernel"]
 
@@ -46,21 +48,17 @@ def quantize_kernel(w: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
     Rounding an already fake-quantized kernel (``fake_quant(bits, per_channel=True)``) again gives
     back its own codes: the largest magnitude of each channel is exactly ``qmax * scale``.
     """
-    _, qmax = qrange(bits, symmetric=True)
-    red = tuple(range(w.ndim - 1))
-    amax = jnp.max(jnp.abs(w), axis=red)
-    sw = jnp.where(amax > 0, amax / qmax, 1.0).astype(jnp.float32)
-    wq = jnp.round(w / broadcast_channel(sw, w.ndim, w.ndim - 1))
-    wq = jnp.clip(wq, -qmax, qmax).astype(jnp.int8)
-    return wq, sw
+    amax = jnp.max(jnp.abs(w), axis=tuple(range(w.ndim - 1)))
+    sw, zero = qparams_from_range(-amax, amax, bits=bits, symmetric=True)
+    return quantize(w, sw, zero, bits=bits, symmetric=True, axis=w.ndim - 1), sw
 
 
 def _quantize_input(x, sx, zx, bits, symmetric):
+    """The input's int8 codes and the clipped STE's mask (where it lies in the code range)."""
     qmin, qmax = qrange(bits, symmetric=symmetric)
     v = x / sx + zx
     xq = jnp.clip(jnp.round(v), qmin, qmax).astype(jnp.int8)
-    tol = _range_tolerance(qmax)
-    return xq, (v >= qmin - tol) & (v <= qmax + tol)
+    return xq, in_range(v, qmin, qmax)
 
 
 def int_linear(

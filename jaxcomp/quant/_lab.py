@@ -30,12 +30,14 @@ import jax.numpy as jnp
 
 from jaxcomp.core import MaskedNode
 from jaxcomp.core import Transform
+from jaxcomp.quant._binary import _axis_spec
+from jaxcomp.quant._binary import _qarray
 from jaxcomp.quant._core import Spec
 from jaxcomp.quant._core import broadcast_channel
 from jaxcomp.quant._core import build_spec
+from jaxcomp.quant._core import is_spec
 from jaxcomp.quant._core import map_spec
 from jaxcomp.quant._core import reduce_axes
-from jaxcomp.quant._nodes import QuantizedArray
 from jaxcomp.select import resolve
 
 __all__ = ["LossAwareBinaryState", "lab_scale", "loss_aware_binary"]
@@ -60,10 +62,6 @@ def lab_scale(w: jax.Array, d: jax.Array, axis: int | None = None) -> jax.Array:
     """LAB's ``alpha = ||d * w||_1 / ||d||_1`` (per channel along ``axis``, or per tensor)."""
     red = reduce_axes(w.ndim, axis)
     return jnp.sum(d * jnp.abs(w), axis=red) / jnp.sum(d, axis=red)
-
-
-def _is_leafish(x: Any) -> bool:
-    return isinstance(x, Spec | MaskedNode)
 
 
 def loss_aware_binary(
@@ -93,14 +91,12 @@ def loss_aware_binary(
 
     def init(params):
         mask = resolve(where, params, what="loss_aware_binary(where=...)")
-        spec = build_spec(
-            mask, params, lambda p, x: x.ndim - 1 if per_channel and x.ndim >= 2 else None
-        )
+        spec = build_spec(mask, params, _axis_spec(per_channel))
         nu = jax.tree.map(
             lambda sp, w: jnp.zeros_like(w) if isinstance(sp, Spec) else MaskedNode(),
             spec,
             params,
-            is_leaf=_is_leafish,
+            is_leaf=is_spec,
         )
         return params, LossAwareBinaryState(nu, jnp.zeros((), jnp.int32), spec)
 
@@ -133,11 +129,7 @@ def loss_aware_binary(
 
     def finalize(cparams, state):
         def one(_, ax, w, nu):
-            b, alpha = alpha_sign(w, nu, ax, state.count)
-            alpha = alpha.astype(jnp.float32)
-            return QuantizedArray(
-                b.astype(jnp.int8), alpha, jnp.zeros_like(alpha), ax, 1, True, jnp.dtype(w.dtype)
-            )
+            return _qarray(*alpha_sign(w, nu, ax, state.count), ax, 1, w.dtype)
 
         return map_spec(one, state.spec, cparams, state.nu)
 

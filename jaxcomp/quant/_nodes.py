@@ -42,6 +42,7 @@ __all__ = [
     "CodebookArray",
     "ProductQuantizedArray",
     "QuantizedArray",
+    "index_dtype",
     "is_compressed",
     "nbytes",
     "to_dense",
@@ -49,6 +50,16 @@ __all__ = [
 
 
 _F32 = jnp.dtype(jnp.float32)
+
+
+def index_dtype(entries: int) -> jnp.dtype:
+    """The integer type of indices into ``entries`` codebook entries: uint8 up to 256 entries,
+    uint16 up to 65536, int32 beyond."""
+    if entries <= 256:
+        return jnp.dtype(jnp.uint8)
+    if entries <= 65536:
+        return jnp.dtype(jnp.uint16)
+    return jnp.dtype(jnp.int32)
 
 
 def _nbytes(*arrays: Any) -> int:
@@ -155,13 +166,12 @@ class ProductQuantizedArray:
 
     def dequantize(self) -> jax.Array:
         """The float kernel: the sum over stages of the selected codewords, reshaped."""
-        s, m, _, d = self.codebooks.shape
+        _, m, _, d = self.codebooks.shape
         out = self.codes.shape[-1]
         idx = self.codes.astype(jnp.int32)  # (S, M, out)
         words = jnp.take_along_axis(self.codebooks, idx[..., None], axis=2)  # (S, M, out, d)
         w = jnp.sum(words, axis=0)  # (M, out, d)
         w = jnp.transpose(w, (0, 2, 1)).reshape(m * d, out)
-        del s
         return w.reshape(self.shape).astype(self.dtype)
 
 

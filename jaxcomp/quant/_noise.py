@@ -31,6 +31,7 @@ from jaxcomp.core import Transform
 from jaxcomp.quant._core import build_spec
 from jaxcomp.quant._core import key_data
 from jaxcomp.quant._core import map_spec
+from jaxcomp.quant._core import split_key_data
 from jaxcomp.select import resolve
 
 __all__ = ["NoiseState", "noise"]
@@ -94,8 +95,7 @@ def noise(*, std: float, kind: str = "additive", key: jax.Array, where: Any = No
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
-        k = jax.random.split(jax.random.wrap_key_data(state.key))[0]
-        return cparams, state._replace(key=jax.random.key_data(k))
+        return cparams, state._replace(key=split_key_data(state.key))
 
     def finalize(cparams, state):
         return cparams

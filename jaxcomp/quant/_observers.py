@@ -134,6 +134,10 @@ def _make(
     return Observer(name, axis, init, observe, range_of)
 
 
+def _batch_minmax(x: jax.Array, red: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    return jnp.min(x, axis=red), jnp.max(x, axis=red)
+
+
 def _running_mean(state: ObserverState, blo: jax.Array, bhi: jax.Array):
     n = state.count.astype(jnp.float32)
     return (state.lo * n + blo) / (n + 1), (state.hi * n + bhi) / (n + 1)
@@ -157,7 +161,7 @@ def minmax(*, axis: int | None = None) -> Observer:
     return _make(
         "minmax",
         axis,
-        lambda x, red: (jnp.min(x, axis=red), jnp.max(x, axis=red)),
+        _batch_minmax,
         lambda s, lo, hi: (jnp.minimum(s.lo, lo), jnp.maximum(s.hi, hi)),
     )
 
@@ -181,7 +185,7 @@ def moving_average(*, momentum: float = 0.9, axis: int | None = None) -> Observe
     return _make(
         "moving_average",
         axis,
-        lambda x, red: (jnp.min(x, axis=red), jnp.max(x, axis=red)),
+        _batch_minmax,
         lambda s, lo, hi: (m * s.lo + (1 - m) * lo, m * s.hi + (1 - m) * hi),
     )
 
@@ -233,7 +237,7 @@ def mse(
     factors = jnp.arange(1, num_candidates + 1, dtype=jnp.float32) / num_candidates
 
     def batch_range(x, red):
-        lo, hi = jnp.min(x, axis=red), jnp.max(x, axis=red)
+        lo, hi = _batch_minmax(x, red)
         ch = None if len(red) == x.ndim else next(i for i in range(x.ndim) if i not in red)
 
         def err(f):

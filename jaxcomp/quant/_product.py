@@ -46,8 +46,10 @@ from jaxcomp.core import Transform
 from jaxcomp.core import path_str
 from jaxcomp.quant._cluster import kmeans_vectors
 from jaxcomp.quant._core import Spec
+from jaxcomp.quant._core import is_spec
 from jaxcomp.quant._core import key_data
 from jaxcomp.quant._nodes import ProductQuantizedArray
+from jaxcomp.quant._nodes import index_dtype
 from jaxcomp.select import resolve
 
 __all__ = ["ProductQuantState", "product_quant", "residual_quant"]
@@ -65,10 +67,6 @@ class ProductQuantState(NamedTuple):
 
     codes: Any
     spec: Any
-
-
-def _is_leafish(x: Any) -> bool:
-    return isinstance(x, MaskedNode | Spec)
 
 
 def _reconstruct(codebooks: jax.Array, codes: jax.Array, shape: tuple[int, ...], dtype) -> Any:
@@ -121,10 +119,6 @@ def _error_correct(x, w2, codebooks, codes, *, d, rounds):
 
     cbs, cds, _ = jax.lax.fori_loop(0, rounds, round_, (codebooks, codes, resp))
     return cbs, cds
-
-
-def _code_dtype(k: int):
-    return jnp.uint8 if k <= 256 else jnp.uint16
 
 
 def _check_int(v: Any, lo: int, what: str) -> int:
@@ -202,31 +196,31 @@ def _pq_transform(
                 cds.append(cd)
                 resid = resid - _reconstruct(cb[None], cd[None], (dd, out), jnp.float32)
             cs.append({"codebooks": jnp.stack(books).astype(w.dtype)})
-            codes.append(jnp.stack(cds).astype(_code_dtype(clusters)))
+            codes.append(jnp.stack(cds).astype(index_dtype(clusters)))
             specs.append(Spec(tuple(w.shape)))
         unflat = lambda xs: jax.tree.unflatten(treedef, xs)
         return unflat(cs), ProductQuantState(unflat(codes), unflat(specs))
 
-    def apply(cparams, state):
+    def per_quantized(fn, cparams, state):
+        """``fn(node)`` for each quantized leaf; the other leaves of ``cparams`` unchanged."""
+
         def one(sp, cd, c):
             if isinstance(sp, MaskedNode):
                 return c
-            return _reconstruct(c["codebooks"], cd, sp.value, c["codebooks"].dtype)
+            cb = c["codebooks"]
+            return fn(ProductQuantizedArray(cb, cd, sp.value, jnp.dtype(cb.dtype)))
 
-        return jax.tree.map(one, state.spec, state.codes, cparams, is_leaf=_is_leafish)
+        return jax.tree.map(one, state.spec, state.codes, cparams, is_leaf=is_spec)
+
+    def apply(cparams, state):
+        return per_quantized(ProductQuantizedArray.dequantize, cparams, state)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
         return cparams, state
 
     def finalize(cparams, state):
-        def one(sp, cd, c):
-            if isinstance(sp, MaskedNode):
-                return c
-            cb = c["codebooks"]
-            return ProductQuantizedArray(cb, cd, sp.value, jnp.dtype(cb.dtype))
-
-        return jax.tree.map(one, state.spec, state.codes, cparams, is_leaf=_is_leafish)
+        return per_quantized(lambda n: n, cparams, state)
 
     return Transform(init, apply, update, finalize)
 

@@ -49,6 +49,7 @@ from jaxcomp.quant._cluster import kmeans_1d
 from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import key_data
 from jaxcomp.quant._nodes import CodebookArray
+from jaxcomp.quant._nodes import index_dtype
 from jaxcomp.select import resolve
 
 __all__ = ["KMeansState", "ecsq", "kmeans"]
@@ -70,14 +71,6 @@ def _is_masked(x: Any) -> bool:
     return isinstance(x, MaskedNode)
 
 
-def _index_dtype(entries: int) -> jnp.dtype:
-    if entries <= 256:
-        return jnp.dtype(jnp.uint8)
-    if entries <= 65536:
-        return jnp.dtype(jnp.uint16)
-    return jnp.dtype(jnp.int32)
-
-
 def _num_clusters(clusters: Any, bits: Any, keep_zeros: bool, fn: str) -> int:
     if (clusters is None) == (bits is None):
         raise ValueError(f"{fn}: give exactly one of clusters= and bits=")
@@ -92,7 +85,16 @@ def _num_clusters(clusters: Any, bits: Any, keep_zeros: bool, fn: str) -> int:
     return clusters
 
 
-def _hessian_lookup(hessian: Any, params: Any, fn: str) -> dict[str, Any]:
+def _check_common(fn: str, init: Any, key: Any, iterations: Any) -> None:
+    if init not in INITS:
+        raise ValueError(f"{fn}: init must be one of {INITS}, got {init!r}")
+    if init == "random" and key is None:
+        raise ValueError(f"{fn}: init='random' needs key=, a jax.random.key")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"{fn}: iterations must be an int >= 1, got {iterations!r}")
+
+
+def _hessian_lookup(hessian: Any, params: Any) -> dict[str, Any]:
     if hessian is None:
         return {}
     tree = hessian(params) if callable(hessian) else hessian
@@ -113,7 +115,7 @@ def _shared(
 
     def init(params):
         mask = resolve(where, params, what=f"{fn}(where=...)")
-        hess = _hessian_lookup(hessian, params, fn)
+        hess = _hessian_lookup(hessian, params)
         pl, treedef = jax.tree_util.tree_flatten_with_path(params)
         flags = treedef.flatten_up_to(mask)
         cs, idxs = [], []
@@ -143,7 +145,7 @@ def _shared(
             sub = None if kd is None else jax.random.fold_in(jax.random.wrap_key_data(kd), i)
             c, idx = cluster(w, k=k, key=sub, weights=h, valid=valid)
             entries = k + (1 if keep_zeros else 0)
-            idx = jnp.where(valid, idx + (1 if keep_zeros else 0), 0).astype(_index_dtype(entries))
+            idx = jnp.where(valid, idx + (1 if keep_zeros else 0), 0).astype(index_dtype(entries))
             cs.append({"centroids": c.astype(w.dtype)})
             idxs.append(idx)
         return jax.tree.unflatten(treedef, cs), KMeansState(jax.tree.unflatten(treedef, idxs))
@@ -152,26 +154,28 @@ def _shared(
         cen = c["centroids"]
         return jnp.concatenate([jnp.zeros((1,), cen.dtype), cen]) if keep_zeros else cen
 
-    def apply(cparams, state):
-        def one(idx, c):
-            if _is_masked(idx):
-                return c
-            return jnp.take(codebook(c), idx.astype(jnp.int32))
+    def node(c, idx):
+        cb = codebook(c)
+        return CodebookArray(cb, idx, jnp.dtype(cb.dtype))
 
-        return jax.tree.map(one, state.indices, cparams, is_leaf=_is_masked)
+    def per_shared(fn, cparams, state):
+        """``fn(node)`` for each shared leaf; the other leaves of ``cparams`` unchanged."""
+        return jax.tree.map(
+            lambda idx, c: c if _is_masked(idx) else fn(node(c, idx)),
+            state.indices,
+            cparams,
+            is_leaf=_is_masked,
+        )
+
+    def apply(cparams, state):
+        return per_shared(CodebookArray.dequantize, cparams, state)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
         return cparams, state
 
     def finalize(cparams, state):
-        def one(idx, c):
-            if _is_masked(idx):
-                return c
-            cb = codebook(c)
-            return CodebookArray(cb, idx, jnp.dtype(cb.dtype))
-
-        return jax.tree.map(one, state.indices, cparams, is_leaf=_is_masked)
+        return per_shared(lambda n: n, cparams, state)
 
     return Transform(init, apply, update, finalize)
 
@@ -213,11 +217,7 @@ def kmeans(
         (nonzero) weights in a leaf, or a Hessian leaf that is missing or misshapen.
     """
     k = _num_clusters(clusters, bits, keep_zeros, "kmeans")
-    if init not in INITS:
-        raise ValueError(f"kmeans: init must be one of {INITS}, got {init!r}")
-    if init == "random" and key is None:
-        raise ValueError("kmeans: init='random' needs key=, a jax.random.key")
-    _check_iterations(iterations, "kmeans")
+    _check_common("kmeans", init, key, iterations)
 
     def cluster(w, *, k, key, weights, valid):
         return kmeans_1d(w, k=k, init=init, iterations=iterations, key=key, weights=weights,
@@ -263,21 +263,12 @@ def ecsq(
       ValueError: as :func:`kmeans`, or ``rate < 0``.
     """
     k = _num_clusters(clusters, bits, keep_zeros, "ecsq")
-    if init not in INITS:
-        raise ValueError(f"ecsq: init must be one of {INITS}, got {init!r}")
-    if init == "random" and key is None:
-        raise ValueError("ecsq: init='random' needs key=, a jax.random.key")
+    _check_common("ecsq", init, key, iterations)
     if not isinstance(rate, int | float) or rate < 0:
         raise ValueError(f"ecsq: rate must be a number >= 0, got {rate!r}")
-    _check_iterations(iterations, "ecsq")
 
     def cluster(w, *, k, key, weights, valid):
         return ecsq_1d(w, k=k, lam=float(rate), init=init, iterations=iterations, key=key,
                        weights=weights, valid=valid)  # fmt: skip
 
     return _shared("ecsq", cluster, k, keep_zeros, hessian, key, where)
-
-
-def _check_iterations(iterations: Any, fn: str) -> None:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"{fn}: iterations must be an int >= 1, got {iterations!r}")
