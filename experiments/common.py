@@ -36,13 +36,18 @@ def train(
     objective: Any = None,
     progress: bool = False,
     augment: Any = None,
+    apply_fn: Any = None,
 ) -> tuple[jc.train.TrainState, float]:
-    """Trains ``model`` (from ``variables`` if given) under ``transform``: (state, accuracy)."""
+    """Trains ``model`` (from ``variables`` if given) under ``transform``: (state, accuracy).
+
+    ``apply_fn`` runs the model (``model.apply`` by default; an adapter such as
+    ``jc.quant.activations(model.apply, ...)`` otherwise).
+    """
     k_init, k_train = jax.random.split(jax.random.key(seed))
     if variables is None:
         variables = jc.models.init(model, k_init, data.input_shape)
     state = jc.train.TrainState.create(
-        apply_fn=model.apply, variables=variables, tx=optax.adam(lr), key=k_train,
+        apply_fn=apply_fn or model.apply, variables=variables, tx=optax.adam(lr), key=k_train,
         transform=transform,
     )  # fmt: skip
     if epochs is None and steps is None:

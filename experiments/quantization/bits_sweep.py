@@ -40,6 +40,8 @@ import optax
 
 import jaxcomp as jc
 import jaxcomp.quant as jq
+from experiments.common import EVAL_STEP
+from experiments.common import train
 from experiments.common import write_results
 
 matplotlib.use("Agg")
@@ -52,17 +54,13 @@ def evaluate(model, data, variables, *, apply_fn=None, transform=None) -> float:
         apply_fn=apply_fn or model.apply, variables=variables, tx=optax.identity(),
         key=jax.random.key(0), transform=transform,
     )  # fmt: skip
-    return jc.train.evaluate(state, data.x_test, data.y_test)["accuracy"]
+    return jc.train.evaluate(state, data.x_test, data.y_test, eval_step=EVAL_STEP)["accuracy"]
 
 
 def finetune(model, data, variables, *, epochs, lr, apply_fn=None, transform=None, seed=0):
     """Trains under ``transform`` (and ``apply_fn``); returns ``(state, test accuracy)``."""
-    state = jc.train.TrainState.create(
-        apply_fn=apply_fn or model.apply, variables=variables, tx=optax.adam(lr),
-        key=jax.random.key(seed), transform=transform,
-    )  # fmt: skip
-    res = jc.train.fit(state, data, batch_size=64, epochs=epochs, seed=seed, progress=False)
-    return res.state, jc.train.evaluate(res.state, data.x_test, data.y_test)["accuracy"]
+    return train(model, data, variables=variables, transform=transform, epochs=epochs, lr=lr,
+                 seed=seed, apply_fn=apply_fn)  # fmt: skip
 
 
 def _calib_batches(data, n: int, bs: int = 256):
