@@ -27,6 +27,8 @@ from jax import lax
 from jaxcomp.adapt import PASS
 from jaxcomp.adapt import intercept
 from jaxcomp.adapt import window_slices
+from jaxcomp.adapt._factorized import _dimension_numbers
+from jaxcomp.adapt._factorized import _tuple
 
 __all__ = ["add_bias", "contraction", "is_linear", "layer_inputs"]
 
@@ -36,12 +38,6 @@ Contraction = Callable[..., jax.Array]
 def is_linear(module: Any) -> bool:
     """True for the layers the adapters can run: ``nn.Dense`` and ``nn.Conv``."""
     return isinstance(module, nn.Dense) or type(module) is nn.Conv
-
-
-def _tuple(x: Any, n: int) -> tuple[int, ...]:
-    if x is None:
-        return (1,) * n
-    return (x,) * n if isinstance(x, int) else tuple(x)
 
 
 def contraction(module: nn.Module, *, path: str = "") -> Contraction:
@@ -104,9 +100,7 @@ def contraction(module: nn.Module, *, path: str = "") -> Contraction:
         ):
             y = _int_conv(flat, kernel, strides, padding, rhs_dil, pref)
         else:
-            dn = lax.ConvDimensionNumbers(
-                (0, n + 1, *range(1, n + 1)), (n + 1, n, *range(n)), (0, n + 1, *range(1, n + 1))
-            )
+            dn = _dimension_numbers(n + 2)
             y = lax.conv_general_dilated(
                 flat, kernel, strides, padding, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
                 dimension_numbers=dn, preferred_element_type=pref, feature_group_count=g,
