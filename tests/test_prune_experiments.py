@@ -25,3 +25,7 @@ def test_benchmark_smoke():
     r = out["results"][0]
     assert r["dense_ms"] > 0 and r["masked_ms"] > 0 and r["ratio"] > 0
     assert out["target_ratio"] == 1.05
+    assert out["meets_target"] == (r["ratio"] <= out["target_ratio"])
+    # the amortized ratio mixes the off-grid and recompute ratios (each rounded to 4 places)
+    lo, hi = sorted((r["ratio"], r["recompute_ratio"]))
+    assert lo - 1e-4 <= r["amortized_ratio"] <= hi + 1e-4

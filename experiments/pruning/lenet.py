@@ -143,22 +143,20 @@ class Runner:
         final = res.state
         # the masks held: every pruned weight is still exactly zero
         for m, w in zip(
-            jax.tree.leaves(final.comp_state.masks), jax.tree.leaves(prune_kernels(final.cparams)),
+            jax.tree.leaves(final.comp_state.masks), jax.tree.leaves(kernels(final.cparams)),
             strict=True,
         ):  # fmt: skip
             assert bool(jnp.all(jnp.where(m, True, w == 0)))
         return res.history[-1]["test_accuracy"], final
 
 
-def prune_kernels(params: Any) -> Any:
-    """The kernel leaves of ``params`` (the selection every pruner here uses)."""
-    sel = jc.select.resolve(None, params)
-    return [x for x, f in zip(jax.tree.leaves(params), jax.tree.leaves(sel), strict=True) if f]
+def kernels(params: Any) -> Any:
+    """``params`` with the kernels (the selection every pruner here uses), others MaskedNode."""
+    return jc.core.tree_select(params, jc.select.resolve(None, params))
 
 
 def kernel_sparsity(params: Any) -> float:
-    ks = prune_kernels(params)
-    return float(sum(int(jnp.sum(k == 0)) for k in ks) / sum(k.size for k in ks))
+    return jc.analysis.sparsity(kernels(params))
 
 
 def train_dense(model: Any, data: jc.data.Dataset, epochs: int) -> tuple[dict[str, Any], float]:

@@ -4,6 +4,7 @@ from jaxcomp.adapt._factorized import MAX_SLICE_TAPS
 from jaxcomp.adapt._factorized import ConvSpec
 from jaxcomp.adapt._factorized import FactoredKernel
 from jaxcomp.adapt._factorized import conv
+from jaxcomp.adapt._factorized import conv_patches
 from jaxcomp.adapt._factorized import conv_spec
 from jaxcomp.adapt._factorized import depthwise
 from jaxcomp.adapt._factorized import depthwise_impl
@@ -25,6 +26,7 @@ __all__ = [
     "Handler",
     "Layer",
     "conv",
+    "conv_patches",
     "conv_spec",
     "depthwise",
     "depthwise_impl",

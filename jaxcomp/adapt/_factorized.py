@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import string
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,7 @@ __all__ = [
     "ConvSpec",
     "FactoredKernel",
     "conv",
+    "conv_patches",
     "conv_spec",
     "depthwise",
     "depthwise_impl",
@@ -205,6 +207,42 @@ def window_slices(
         )
         pieces.append((offset, lax.slice(xp, start, limit, (1, *strides, 1))))
     return pieces
+
+
+def conv_patches(module: nn.Conv, x: jax.Array) -> jax.Array:
+    """The im2col patches of ``x`` for ``module``'s convolution, ``(positions, kh*kw*in)``.
+
+    Ordered like ``kernel.reshape(-1, out)``, so ``conv_patches(m, x) @ kernel.reshape(-1, out)``
+    is the convolution without bias.
+
+    Raises:
+      ValueError: grouped or circular convolutions (not supported).
+    """
+    ks = _kernel_size(module)
+    nd = len(ks)
+    if module.feature_group_count != 1:
+        raise ValueError("conv_patches: grouped convolutions (feature_group_count > 1) unsupported")
+    pad = module.padding
+    if isinstance(pad, str):
+        if pad.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"conv_patches: padding {pad!r} is not supported (SAME, VALID, ints)")
+        pad = pad.upper()
+    elif isinstance(pad, int):
+        pad = [(pad, pad)] * nd
+    else:
+        pad = [(p, p) if isinstance(p, int) else tuple(p) for p in pad]
+    spatial = string.ascii_uppercase[:nd].replace("C", "Z").replace("N", "Y")
+    lhs = "N" + spatial + "C"
+    dn = (lhs, spatial + "IO", lhs)
+    p = jax.lax.conv_general_dilated_patches(
+        x, ks, _tuple(module.strides, nd), pad,
+        lhs_dilation=_tuple(module.input_dilation, nd),
+        rhs_dilation=_tuple(module.kernel_dilation, nd),
+        dimension_numbers=dn,
+    )  # fmt: skip
+    cin = x.shape[-1]
+    p = p.reshape((-1, cin, *ks))
+    return jnp.moveaxis(p, 1, -1).reshape((p.shape[0], -1))
 
 
 def depthwise(x: jax.Array, weights: jax.Array, spec: ConvSpec) -> jax.Array:

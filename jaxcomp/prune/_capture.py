@@ -11,7 +11,6 @@ column of the kernel. The whole capture is one jitted, side-effect-free call.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable
 from typing import Any
 
@@ -19,58 +18,16 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxcomp.adapt import conv_patches
 from jaxcomp.adapt._intercept import PASS
 from jaxcomp.adapt._intercept import intercept
 from jaxcomp.core._tree import path_str
+from jaxcomp.prune._obs import damped
 from jaxcomp.prune._pruner import select_leaves
 
 __all__ = ["conv_patches", "layer_hessians", "layer_inputs"]
 
 _KEY = "jaxcomp_layer_inputs"
-
-
-def _tuple(v: Any, nd: int, default: int) -> tuple[int, ...]:
-    if v is None:
-        return (default,) * nd
-    if isinstance(v, int):
-        return (v,) * nd
-    return tuple(v)
-
-
-def conv_patches(module: nn.Conv, x: jax.Array) -> jax.Array:
-    """The im2col patches of ``x`` for ``module``'s convolution, ``(positions, kh*kw*in)``.
-
-    Ordered like ``kernel.reshape(-1, out)``, so ``conv_patches(m, x) @ kernel.reshape(-1, out)``
-    is the convolution without bias.
-
-    Raises:
-      ValueError: grouped or circular convolutions (not supported).
-    """
-    ks = tuple(module.kernel_size)
-    nd = len(ks)
-    if module.feature_group_count != 1:
-        raise ValueError("conv_patches: grouped convolutions (feature_group_count > 1) unsupported")
-    pad = module.padding
-    if isinstance(pad, str):
-        if pad.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"conv_patches: padding {pad!r} is not supported (SAME, VALID, ints)")
-        pad = pad.upper()
-    elif isinstance(pad, int):
-        pad = [(pad, pad)] * nd
-    else:
-        pad = [(p, p) if isinstance(p, int) else tuple(p) for p in pad]
-    spatial = string.ascii_uppercase[:nd].replace("C", "Z").replace("N", "Y")
-    lhs = "N" + spatial + "C"
-    dn = (lhs, spatial + "IO", lhs)
-    p = jax.lax.conv_general_dilated_patches(
-        x, ks, _tuple(module.strides, nd, 1), pad,
-        lhs_dilation=_tuple(module.input_dilation, nd, 1),
-        rhs_dilation=_tuple(module.kernel_dilation, nd, 1),
-        dimension_numbers=dn,
-    )  # fmt: skip
-    cin = x.shape[-1]
-    p = p.reshape((-1, cin, *ks))
-    return jnp.moveaxis(p, 1, -1).reshape((p.shape[0], -1))
 
 
 def _capture_fn(apply_fn: Callable[..., Any], wanted: set[str], kwargs: dict[str, Any]):
@@ -156,8 +113,4 @@ def layer_hessians(
             g = gram(rows)
             sums[k] = sums[k] + g if k in sums else g
             counts[k] = counts.get(k, 0) + rows.shape[0]
-    out = {}
-    for k, g in sums.items():
-        h = g / counts[k]
-        out[k] = h + damping * jnp.mean(jnp.diagonal(h)) * jnp.eye(h.shape[0], dtype=h.dtype)
-    return out
+    return {k: damped(g / counts[k], damping) for k, g in sums.items()}

@@ -32,8 +32,6 @@ import jax.numpy as jnp
 
 from jaxcomp.core._transform import Transform
 from jaxcomp.prune._pruner import build_pruner
-from jaxcomp.prune._pruner import check_every
-from jaxcomp.prune._pruner import check_sparsity
 
 __all__ = [
     "MagnitudeState",
@@ -111,8 +109,6 @@ def magnitude(
         >>> c["Dense_0"]["kernel"].tolist()
         [[0.0, -4.0], [3.0, 0.0]]
     """
-    sparsity = check_sparsity(sparsity, fn="magnitude", scope=scope, distribution=distribution)
-    check_every(update_every, "magnitude")
     return build_pruner(
         fn="magnitude", state_cls=MagnitudeState, sparsity=sparsity, where=where, scope=scope,
         distribution=distribution, update_every=update_every,
@@ -146,8 +142,6 @@ def random(
     Raises:
       ValueError: as :func:`magnitude`, or ``key`` is not a PRNG key.
     """
-    sparsity = check_sparsity(sparsity, fn="random", scope=scope, distribution=distribution)
-    check_every(update_every, "random")
     if not isinstance(key, jax.Array):
         raise ValueError(f"random: key must be a PRNG key (jax.random.key), got {key!r}")
 
@@ -203,8 +197,6 @@ def taylor(
       Molchanov et al., "Pruning convolutional neural networks for resource efficient
       inference", ICLR 2017, arXiv:1611.06440.
     """
-    sparsity = check_sparsity(sparsity, fn="taylor", scope=scope, distribution=distribution)
-    check_every(update_every, "taylor")
 
     def init_extra(params, lv):
         return {"saliency": [jnp.zeros(jnp.shape(w), jnp.float32) for w in lv.sel()]}

@@ -23,17 +23,10 @@ from typing import Any
 import jax
 
 from jaxcomp.core._tree import path_str
+from jaxcomp.prune._masks import check_fraction
 from jaxcomp.select._select import resolve
 
 __all__ = ["erk", "erk_sparsities", "uniform"]
-
-
-def _check(sparsity: Any, fn: str) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, int | float):
-        raise ValueError(f"{fn}: sparsity must be a number in [0, 1), got {sparsity!r}")
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"{fn}: sparsity must be in [0, 1), got {sparsity!r}")
-    return float(sparsity)
 
 
 def erk_sparsities(shapes: Sequence[tuple[int, ...]], sparsity: float) -> list[float]:
@@ -51,7 +44,7 @@ def erk_sparsities(shapes: Sequence[tuple[int, ...]], sparsity: float) -> list[f
         >>> [round(s, 3) for s in erk_sparsities([(100, 100), (100, 10)], 0.5)]
         [0.55, 0.0]
     """
-    s = _check(sparsity, "erk_sparsities")
+    s = check_fraction(sparsity, "erk_sparsities: sparsity")
     sizes = [math.prod(sh) for sh in shapes]
     raw = [sum(sh) / n for sh, n in zip(shapes, sizes, strict=True)]
     dense: set[int] = set()
@@ -89,7 +82,7 @@ def uniform(params: Any, *, sparsity: float, where: Any = None) -> dict[str, flo
     Returns:
       ``{path: sparsity}`` for the selected leaves; pass it as ``magnitude(sparsity=...)``.
     """
-    s = _check(sparsity, "uniform")
+    s = check_fraction(sparsity, "uniform: sparsity")
     return {p: s for p, _ in _selected(params, where, "uniform")}
 
 
@@ -107,7 +100,7 @@ def erk(params: Any, *, sparsity: float, where: Any = None) -> dict[str, float]:
     References:
       Evci et al., "Rigging the lottery: making all tickets winners", ICML 2020, arXiv:1911.11134.
     """
-    _check(sparsity, "erk")
+    check_fraction(sparsity, "erk: sparsity")
     leaves = _selected(params, where, "erk")
     values = erk_sparsities([tuple(x.shape) for _, x in leaves], sparsity)
     return {p: v for (p, _), v in zip(leaves, values, strict=True)}

@@ -20,17 +20,20 @@ from __future__ import annotations
 from typing import Any
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 
 from jaxcomp.core._transform import Transform
-from jaxcomp.core._tree import path_str
+from jaxcomp.core._tree import leaf_paths
 from jaxcomp.errors import SelectionError
+from jaxcomp.prune._masks import check_nm
 from jaxcomp.prune._masks import nm_mask
 from jaxcomp.prune._pruner import Leaves
+from jaxcomp.prune._pruner import apply_masked
 from jaxcomp.prune._pruner import apply_own_masked
-from jaxcomp.prune._pruner import is_masked
+from jaxcomp.prune._pruner import by_path
+from jaxcomp.prune._pruner import path_dict
 from jaxcomp.prune._pruner import select_leaves
+from jaxcomp.prune._pruner import zero_pruned
 
 __all__ = [
     "FixedMasksState",
@@ -55,23 +58,16 @@ class NmState(NamedTuple):
 def _masked_transform(init_masks, state_cls) -> Transform:
     """A transform whose masks come from ``init_masks(params) -> (leaves, masks)``; then fixed."""
 
-    def where0(c, m):
-        return [jnp.where(mk, w, jnp.zeros_like(w)) for w, mk in zip(c, m, strict=True)]
-
     def init(params):
         lv, masks = init_masks(params)
-        return lv.replace(where0(lv.sel(), masks)), state_cls(lv.state_tree(masks))
-
-    def apply(cparams, state):
-        lv = Leaves.from_state(cparams, state.masks)
-        return lv.replace(where0(lv.sel(), lv.sel(state.masks)))
+        return lv.replace(zero_pruned(lv.sel(), masks)), state_cls(lv.state_tree(masks))
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
-        return apply(cparams, state), state
+        return apply_masked(cparams, state), state
 
     # init and update keep the masked weights at exact zero
-    return Transform(init, apply, update, apply, apply_own_masked)
+    return Transform(init, apply_masked, update, apply_masked, apply_own_masked)
 
 
 def fixed_masks(masks: Any) -> Transform:
@@ -93,28 +89,18 @@ def fixed_masks(masks: Any) -> Transform:
 
     def init_masks(params):
         tree = masks(params) if callable(masks) else masks
-        given = {
-            path_str(p): m
-            for p, m in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_masked)
-            if not is_masked(m)
-        }
-        pl, _ = jax.tree_util.tree_flatten_with_path(params)
-        selected = [path_str(p) in given for p, _ in pl]
+        given = path_dict(tree)
+        paths = leaf_paths(params)
+        selected = [p in given for p in paths]
         if not any(selected):
             raise SelectionError(
                 f"fixed_masks: no mask path {sorted(given)[:5]} matches a leaf of the params "
-                f"{[path_str(p) for p, _ in pl][:5]}"
+                f"{paths[:5]}"
             )
         lv = Leaves(params, selected)
-        out = []
-        for p, w in zip(lv.sel_paths(), lv.sel(), strict=True):
-            m = jnp.asarray(given[p], bool)
-            if m.shape != jnp.shape(w):
-                raise ValueError(
-                    f"fixed_masks: masks[{p!r}] has shape {m.shape}, the leaf {w.shape}"
-                )
-            out.append(m)
-        return lv, out
+        shapes = [jnp.shape(w) for w in lv.sel()]
+        found = by_path(tree, lv.sel_paths(), "fixed_masks: masks", shapes)
+        return lv, [jnp.asarray(m, bool) for m in found]
 
     return _masked_transform(init_masks, FixedMasksState)
 
@@ -138,10 +124,7 @@ def nm(*, n: int = 2, m: int = 4, axis: int = -2, where: Any = None) -> Transfor
       ValueError: ``n > m`` or either out of range (when built); in ``init``, a selected leaf
         whose size along ``axis`` is not a multiple of ``m`` (the message names it).
     """
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"nm: m must be an int >= 1, got {m!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= m:
-        raise ValueError(f"nm: n must be an int in [1, m={m}] (N <= M), got n={n!r}")
+    check_nm(n, m, "nm")
     if not isinstance(axis, int):
         raise ValueError(f"nm: axis must be an int, got {axis!r}")
 

@@ -46,8 +46,25 @@ __all__ = [
 _NUDGE = 1.0 + 2.0**-20
 
 
-def _is_masked(x: Any) -> bool:
+def is_masked(x: Any) -> bool:
     return isinstance(x, MaskedNode)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """``value`` as a float when it is a number in ``[0, 1)``; else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_nm(n: Any, m: Any, fn: str) -> None:
+    """Raises a ValueError naming ``fn`` unless ``m >= 1`` and ``1 <= n <= m`` are ints."""
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"{fn}: m must be an int >= 1, got {m!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= m:
+        raise ValueError(f"{fn}: n must be an int in [1, m={m}] (N <= M), got n={n!r}")
 
 
 def num_pruned(sparsity: Any, n: int) -> Any:
@@ -232,10 +249,7 @@ def nm_mask(scores: jax.Array, *, n: int, m: int, axis: int = -2) -> jax.Array:
         >>> nm_mask(jnp.array([[1.0], [4.0], [3.0], [2.0]]), n=2, m=4).ravel().tolist()
         [False, True, True, False]
     """
-    if not isinstance(m, int) or m < 1:
-        raise ValueError(f"nm_mask: m must be an int >= 1, got {m!r}")
-    if not isinstance(n, int) or not 1 <= n <= m:
-        raise ValueError(f"nm_mask: n must be an int in [1, m={m}], got {n!r}")
+    check_nm(n, m, "nm_mask")
     x = jnp.moveaxis(scores, axis, -1)
     if x.shape[-1] % m:
         raise ValueError(
@@ -261,6 +275,6 @@ def apply_masks(params: Any, masks: Any) -> Any:
     """
 
     def one(w, m):
-        return w if _is_masked(m) else jnp.where(m, w, jnp.zeros_like(w))
+        return w if is_masked(m) else jnp.where(m, w, jnp.zeros_like(w))
 
     return jax.tree.map(one, params, masks)

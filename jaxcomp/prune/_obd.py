@@ -37,8 +37,6 @@ from jaxcomp.core._transform import Transform
 from jaxcomp.prune._pruner import Leaves
 from jaxcomp.prune._pruner import build_pruner
 from jaxcomp.prune._pruner import by_path
-from jaxcomp.prune._pruner import check_every
-from jaxcomp.prune._pruner import check_sparsity
 from jaxcomp.prune._pruner import select_leaves
 
 __all__ = [
@@ -263,8 +261,6 @@ def obd(
     References:
       LeCun, Denker and Solla, "Optimal brain damage", NeurIPS 1989.
     """
-    sparsity = check_sparsity(sparsity, fn="obd", scope=scope, distribution=distribution)
-    check_every(update_every, "obd")
     if hessian_diag is None:
         raise ValueError(
             "obd: hessian_diag must be a tree of diagonals or a function params -> tree"

@@ -40,9 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.prune._masks import check_fraction
 from jaxcomp.prune._masks import num_pruned
 from jaxcomp.prune._pruner import by_path
-from jaxcomp.prune._pruner import check_sparsity_value
 from jaxcomp.prune._pruner import select_leaves
 
 __all__ = ["ObsResult", "layer_hessian", "obs_kernel", "obs_prune"]
@@ -79,8 +79,18 @@ def layer_hessian(x: jax.Array, *, damping: float = 1e-2) -> jax.Array:
     if not damping >= 0:
         raise ValueError(f"layer_hessian: damping must be >= 0, got {damping!r}")
     x = jnp.asarray(x, jnp.float32)
-    h = x.T @ x / x.shape[0]
+    return damped(x.T @ x / x.shape[0], damping)
+
+
+def damped(h: jax.Array, damping: float) -> jax.Array:
+    """``h + damping * mean(diag(h)) * I``: the relative damping of :func:`layer_hessian`."""
     return h + damping * jnp.mean(jnp.diagonal(h)) * jnp.eye(h.shape[0], dtype=h.dtype)
+
+
+def _sparsity_values(sparsity: Any, fn: str) -> tuple[bool, list[float]]:
+    """Whether ``sparsity`` is a sequence, and its values checked to be numbers in [0, 1)."""
+    many = isinstance(sparsity, list | tuple)
+    return many, [check_fraction(v, f"{fn}: sparsity") for v in (sparsity if many else [sparsity])]
 
 
 def _column(w, hinv, counts, steps):
@@ -145,12 +155,7 @@ def obs_kernel(
     Raises:
       ValueError: a sparsity outside ``[0, 1)``, or a Hessian of the wrong shape.
     """
-    many = isinstance(sparsity, list | tuple)
-    values = [
-        check_sparsity_value(s, "obs_kernel: sparsity") for s in (sparsity if many else [sparsity])
-    ]
-    if any(callable(v) for v in values):
-        raise ValueError("obs_kernel: sparsity must be numbers in [0, 1), not schedules")
+    many, values = _sparsity_values(sparsity, "obs_kernel")
     shape, dtype = kernel.shape, kernel.dtype
     w2 = jnp.asarray(kernel, jnp.float32).reshape((-1, shape[-1]))
     fan_in, out = w2.shape
@@ -194,12 +199,7 @@ def obs_prune(
     Raises:
       ValueError: a sparsity outside ``[0, 1)``, or a selected kernel without a Hessian.
     """
-    many = isinstance(sparsity, list | tuple)
-    values = list(sparsity) if many else [sparsity]
-    for v in values:
-        if callable(v):
-            raise ValueError("obs_prune: sparsity must be numbers in [0, 1), not schedules")
-        check_sparsity_value(v, "obs_prune: sparsity")
+    many, values = _sparsity_values(sparsity, "obs_prune")
     lv = select_leaves(params, where, "obs_prune")
     hs = by_path(
         hessians, lv.sel_paths(), "obs_prune(hessians=...)",

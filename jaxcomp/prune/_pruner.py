@@ -36,9 +36,10 @@ from jaxcomp.core._transform import Transform
 from jaxcomp.core._tree import MaskedNode
 from jaxcomp.core._tree import path_str
 from jaxcomp.prune._distribution import erk_sparsities
+from jaxcomp.prune._masks import apply_masks
 from jaxcomp.prune._masks import global_masks
-from jaxcomp.prune._masks import num_pruned
-from jaxcomp.prune._masks import topk_mask
+from jaxcomp.prune._masks import is_masked
+from jaxcomp.prune._masks import layerwise_masks
 from jaxcomp.schedules._schedules import as_schedule
 from jaxcomp.select._select import resolve
 from jaxcomp.select._select import resolve_rules
@@ -49,19 +50,10 @@ _SCOPES = ("layer", "global")
 _DISTRIBUTIONS = ("uniform", "erk")
 
 
-def is_masked(x: Any) -> bool:
-    return isinstance(x, MaskedNode)
-
-
 def check_sparsity_value(value: Any, name: str) -> Any:
     """A number in [0, 1) (returned as float) or a schedule whose values are in [0, 1)."""
-    if callable(value):
-        return as_schedule(value, name=name, low=0.0, high=1.0)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number in [0, 1) or a schedule, got {value!r}")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
+    checked = as_schedule(value, name=name, low=0, high=1)
+    return checked if callable(value) else float(value)
 
 
 def check_sparsity(sparsity: Any, *, fn: str, scope: str, distribution: str) -> Any:
@@ -147,13 +139,18 @@ def select_leaves(params: Any, where: Any, fn: str) -> Leaves:
     return Leaves(params, [bool(f) for f in treedef.flatten_up_to(sel)])
 
 
-def by_path(tree: Any, paths: list[str], what: str, shapes: list[tuple[int, ...]]) -> list[Any]:
-    """The leaves of ``tree`` at ``paths`` (matched by ``/``-joined path), shape-checked."""
-    found = {
+def path_dict(tree: Any) -> dict[str, Any]:
+    """The leaves of ``tree`` by ``/``-joined path, ``MaskedNode`` placeholders left out."""
+    return {
         path_str(p): x
         for p, x in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_masked)
         if not is_masked(x)
     }
+
+
+def by_path(tree: Any, paths: list[str], what: str, shapes: list[tuple[int, ...]]) -> list[Any]:
+    """The leaves of ``tree`` at ``paths`` (matched by ``/``-joined path), shape-checked."""
+    found = path_dict(tree)
     missing = [p for p in paths if p not in found]
     if missing:
         raise ValueError(f"{what} has no entry for the selected leaves {missing}")
@@ -221,6 +218,16 @@ def _mask_grad_jvp(primals, tangents):
     return w, jnp.where(mask, tangents[0], jnp.zeros_like(tangents[0]))
 
 
+def zero_pruned(weights: list[Any], masks: list[Any]) -> list[Any]:
+    """``where(mask, w, 0)`` for each pair of a list of leaves and their masks."""
+    return [jnp.where(m, w, jnp.zeros_like(w)) for w, m in zip(weights, masks, strict=True)]
+
+
+def apply_masked(cparams: Any, state: Any) -> Any:
+    """``apply`` of a transform whose ``state.masks`` hold a mask per selected leaf."""
+    return apply_masks(cparams, state.masks)
+
+
 def apply_own_masked(cparams: Any, state: Any) -> Any:
     """``apply_own`` of a transform whose ``state.masks`` are kept by ``init``/``update``.
 
@@ -252,9 +259,7 @@ def compute_masks(
     if scope == "global":
         return global_masks(sticky, _at(spec, step))
     per = leaf_sparsities(spec, leaves, fn, distribution)
-    return [
-        topk_mask(s, num_pruned(_at(v, step), s.size)) for s, v in zip(sticky, per, strict=True)
-    ]
+    return layerwise_masks(sticky, [_at(v, step) for v in per])
 
 
 def build_pruner(
@@ -273,6 +278,9 @@ def build_pruner(
 ) -> Transform:
     """A mask-based pruning transform (see the module docstring).
 
+    ``sparsity``, ``scope``, ``distribution`` and ``update_every`` are validated here, when the
+    transform is built, with messages naming ``fn``.
+
     Args:
       fn: the factory's name, for messages.
       state_cls: the state NamedTuple; its first field is ``masks``, the others ``init_extra``'s.
@@ -282,6 +290,8 @@ def build_pruner(
         the accumulated fields are reset to zero when the masks are recomputed.
       prune_at_init: compute the masks in ``init`` (False for criteria that need gradients).
     """
+    sparsity = check_sparsity(sparsity, fn=fn, scope=scope, distribution=distribution)
+    check_every(update_every, fn)
 
     def pack(lv: Leaves, masks: list[Any], extra: dict[str, list[Any]]) -> Any:
         return state_cls(lv.state_tree(masks), **{k: lv.state_tree(v) for k, v in extra.items()})
@@ -290,9 +300,6 @@ def build_pruner(
         d = state._asdict()
         masks = lv.sel(d.pop("masks"))
         return masks, {k: lv.sel(v) for k, v in d.items()}
-
-    def masked(c: list[Any], masks: list[Any]) -> list[Any]:
-        return [jnp.where(m, w, jnp.zeros_like(w)) for w, m in zip(c, masks, strict=True)]
 
     def init(params):
         lv = select_leaves(params, where, fn)
@@ -305,11 +312,7 @@ def build_pruner(
                 scores(c, extra, 0), masks, spec=sparsity, leaves=lv, scope=scope,
                 distribution=distribution, fn=fn, step=0,
             )  # fmt: skip
-        return lv.replace(masked(c, masks)), pack(lv, masks, extra)
-
-    def apply(cparams, state):
-        lv = Leaves.from_state(cparams, state.masks)
-        return lv.replace(masked(lv.sel(), lv.sel(state.masks)))
+        return lv.replace(zero_pruned(c, masks)), pack(lv, masks, extra)
 
     def update(cparams, state, *, step, grads=None):
         lv = Leaves.from_state(cparams, state.masks)
@@ -321,7 +324,7 @@ def build_pruner(
 
         # re-zero with the current masks first: it fuses with the optimizer's update of the
         # weights; the branch that recomputes the masks then zeroes the newly pruned ones too
-        c = masked(c, masks)
+        c = zero_pruned(c, masks)
 
         def recompute(operand):
             c, masks, extra = operand
@@ -331,7 +334,7 @@ def build_pruner(
             )  # fmt: skip
             if accumulate is not None:
                 extra = {k: [jnp.zeros_like(x) for x in v] for k, v in extra.items()}
-            return masked(c, new), new, extra
+            return zero_pruned(c, new), new, extra
 
         if update_every == 1:
             c, masks, extra = recompute((c, masks, extra))
@@ -341,7 +344,4 @@ def build_pruner(
             )
         return lv.replace(c), pack(lv, masks, extra)
 
-    def finalize(cparams, state):
-        return apply(cparams, state)
-
-    return Transform(init, apply, update, finalize, apply_own_masked)
+    return Transform(init, apply_masked, update, apply_masked, apply_own_masked)

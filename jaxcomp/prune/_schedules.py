@@ -23,18 +23,11 @@ import itertools
 from collections.abc import Sequence
 
 from jaxcomp.core._types import Schedule
+from jaxcomp.prune._masks import check_fraction
 from jaxcomp.schedules._schedules import polynomial
 from jaxcomp.schedules._schedules import step
 
 __all__ = ["gradual_schedule", "iterative_schedule"]
-
-
-def _fraction(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _step_int(value: object, name: str) -> int:
@@ -67,8 +60,8 @@ def gradual_schedule(
         >>> [round(float(s(t)), 4) for t in (0, 50, 100)]
         [0.0, 0.7875, 0.9]
     """
-    final = _fraction(sparsity, "gradual_schedule: sparsity")
-    init = _fraction(initial, "gradual_schedule: initial")
+    final = check_fraction(sparsity, "gradual_schedule: sparsity")
+    init = check_fraction(initial, "gradual_schedule: initial")
     if init > final:
         raise ValueError(f"gradual_schedule: initial={initial} must be <= sparsity={sparsity}")
     _step_int(begin, "gradual_schedule: begin")
@@ -103,7 +96,7 @@ def iterative_schedule(sparsities: Sequence[float], *, every: int, begin: int = 
         >>> [float(s(t)) for t in (0, 5, 14, 15)]
         [0.0, 0.5, 0.5, 0.75]
     """
-    values = [_fraction(v, "iterative_schedule: sparsities[i]") for v in sparsities]
+    values = [check_fraction(v, "iterative_schedule: sparsities[i]") for v in sparsities]
     if not values:
         raise ValueError("iterative_schedule: sparsities must hold at least one value")
     if any(b < a for a, b in itertools.pairwise(values)):

@@ -21,9 +21,9 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from jaxcomp.prune._masks import check_fraction
 from jaxcomp.prune._masks import num_pruned
 from jaxcomp.prune._masks import topk_mask
-from jaxcomp.prune._pruner import check_sparsity_value
 from jaxcomp.prune._pruner import select_leaves
 
 __all__ = ["SensitivityResult", "sensitivity_scan", "sparsities_for_drop"]
@@ -71,11 +71,11 @@ def sensitivity_scan(
     Raises:
       ValueError: an empty grid or a sparsity outside ``[0, 1)``.
     """
-    if not sparsities or any(callable(s) for s in sparsities):
+    if not sparsities:
         raise ValueError(
             "sensitivity_scan: sparsities must be a non-empty list of numbers in [0, 1)"
         )
-    grid = sorted(check_sparsity_value(s, "sensitivity_scan: sparsities[i]") for s in sparsities)
+    grid = sorted(check_fraction(s, "sensitivity_scan: sparsities[i]") for s in sparsities)
     lv = select_leaves(params, where, "sensitivity_scan")
     base = float(evaluate(params))
     metrics = {}

@@ -12,7 +12,6 @@ passed through.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from flax.linen.linear import canonicalize_padding
 from jax import lax
 
 from jaxcomp.adapt import PASS
+from jaxcomp.adapt import conv_patches
 from jaxcomp.adapt import intercept
 from jaxcomp.adapt import window_slices
 from jaxcomp.adapt._factorized import _dimension_numbers
@@ -153,22 +153,7 @@ def _patches(module: nn.Conv, x: jax.Array, kernel_shape: tuple[int, ...], path:
         raise ValueError(f"layer_inputs: grouped convolution {path!r} is not supported")
     n = len(kernel_shape) - 2
     contraction(module, path=path)  # validates padding and mask
-    x = x.reshape((-1, *x.shape[x.ndim - (n + 1) :]))
-    spatial = "HWD"[:n] if n <= 3 else None
-    if spatial is None:
-        raise ValueError(f"layer_inputs: {n}-d convolution {path!r} is not supported")
-    lhs = "N" + spatial + "C"
-    p = lax.conv_general_dilated_patches(
-        x, kernel_shape[:n], _tuple(module.strides, n),
-        canonicalize_padding(module.padding, n),
-        lhs_dilation=_tuple(module.input_dilation, n),
-        rhs_dilation=_tuple(module.kernel_dilation, n),
-        dimension_numbers=(lhs, spatial + "IO", lhs),
-    )  # fmt: skip
-    cin = x.shape[-1]
-    rows = p.reshape(-1, cin, *kernel_shape[:n])  # (rows, c, *spatial)
-    rows = jnp.moveaxis(rows, 1, -1)  # (rows, *spatial, c)
-    return rows.reshape(rows.shape[0], math.prod(kernel_shape[:-1]))
+    return conv_patches(module, x.reshape((-1, *x.shape[x.ndim - (n + 1) :])))
 
 
 def layer_inputs(
