@@ -23,8 +23,10 @@ from jaxcomp import train
 from jaxcomp.core import Transform
 from jaxcomp.core import chain
 from jaxcomp.core import identity
+from jaxcomp.core import is_compressed
 from jaxcomp.core import masked
 from jaxcomp.core import partition
+from jaxcomp.core import to_dense
 
 __version__ = "0.1.0"
 
@@ -40,6 +42,7 @@ __all__ = [
     "encode",
     "errors",
     "identity",
+    "is_compressed",
     "lowrank",
     "masked",
     "models",
@@ -49,5 +52,6 @@ __all__ = [
     "recipes",
     "schedules",
     "select",
+    "to_dense",
     "train",
 ]

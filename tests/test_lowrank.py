@@ -72,7 +72,7 @@ def _check_exact(t, net, fast_apply, atol=2e-5):
     c, s = t.init(params)
     assert _max_err(t.apply(c, s), params) < atol
     fin = t.finalize(c, s)
-    assert any(lowrank.is_node(n) for n in jax.tree.leaves(fin, is_leaf=lowrank.is_node))
+    assert any(jc.is_compressed(n) for n in jax.tree.leaves(fin, is_leaf=jc.is_compressed))
     np.testing.assert_allclose(fast_apply({"params": fin}, x), ref, atol=10 * atol, rtol=1e-4)
     return c, s
 
@@ -197,9 +197,9 @@ def test_tucker2_hosvd_orthonormal_and_hooi_no_worse():
     first, core, last = lowrank.tucker2_decompose(w, 3, 4)
     np.testing.assert_allclose(first.T @ first, jnp.eye(3), atol=1e-5)
     np.testing.assert_allclose(last @ last.T, jnp.eye(4), atol=1e-5)
-    err0 = jnp.linalg.norm(lowrank.Tucker2(first, core, last).dense() - w)
+    err0 = jnp.linalg.norm(lowrank.Tucker2(first, core, last).to_dense() - w)
     refined = lowrank.Tucker2(*lowrank.tucker2_decompose(w, 3, 4, iterations=5))
-    assert float(jnp.linalg.norm(refined.dense() - w)) <= float(err0) + 1e-5
+    assert float(jnp.linalg.norm(refined.to_dense() - w)) <= float(err0) + 1e-5
 
 
 def test_bicluster_orders_are_permutations_and_blocks_have_rank_k():
@@ -212,7 +212,7 @@ def test_bicluster_orders_are_permutations_and_blocks_have_rank_k():
     assert node.u.shape == (3, 3, 4, 2 * 3 * 2) and node.v.shape == (2, 3, 2, 2)
     assert isinstance(c["Conv_0"]["kernel"].perm_in, jc.core.MaskedNode)  # not trained
     # each (input group, output group) block of the rebuilt kernel has rank <= 2
-    dense = np.asarray(node.dense())
+    dense = np.asarray(node.to_dense())
     perm_out = np.argsort(np.asarray(node.inv_out))
     wp = dense[:, :, np.asarray(node.perm_in)][..., perm_out]
     for g in range(2):
@@ -449,7 +449,7 @@ def test_separable_basis_runs_as_its_dense_kernel(strides, padding, dilation, im
     x = _normal(3, (2, 7, 8, 6))
     spec = ConvSpec(strides, padding, dilation, None, impl)
     ref = jax.lax.conv_general_dilated(
-        x, node.dense(), strides, padding, rhs_dilation=dilation,
+        x, node.to_dense(), strides, padding, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )  # fmt: skip
     np.testing.assert_allclose(node.conv(x, spec), ref, atol=1e-4, rtol=1e-5)

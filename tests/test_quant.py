@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+import jaxcomp as jc
 from jaxcomp import quant
 from jaxcomp.errors import NotCalibratedError
 
@@ -156,7 +157,7 @@ def test_finalize_codes_dequantize_to_apply(bits, dtype, symmetric):
     assert isinstance(q, quant.QuantizedArray) and q.codes.dtype == dtype
     qmin, qmax = quant.qrange(bits, symmetric=symmetric)
     assert int(q.codes.min()) >= qmin and int(q.codes.max()) <= qmax
-    dense = quant.to_dense(fin)
+    dense = jc.to_dense(fin)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), dense, t.apply(c, s))
     leaves = jax.jit(lambda f: f)(fin)  # a pytree that travels through jit
     assert isinstance(leaves["Dense_0"]["kernel"], quant.QuantizedArray)
@@ -175,7 +176,7 @@ def test_codes_are_those_fake_quantize_rounds_to_ties_included():
     # so a finalized affine leaf dequantizes to exactly what apply computed
     t = quant.fake_quant(bits=2, symmetric=False)
     c, s = t.init({"Dense_0": {"kernel": x.reshape(5, 1)}})
-    np.testing.assert_array_equal(quant.to_dense(t.finalize(c, s))["Dense_0"]["kernel"],
+    np.testing.assert_array_equal(jc.to_dense(t.finalize(c, s))["Dense_0"]["kernel"],
                                   t.apply(c, s)["Dense_0"]["kernel"])  # fmt: skip
 
 
@@ -240,7 +241,7 @@ def test_lsq_scale_is_a_leaf_with_lsq_gradient():
     c2, _ = t.update(c2, s, step=1)
     assert float(c2["Dense_0"]["kernel"]["scale"]) > 0
     fin = t.finalize(c, s)["Dense_0"]["kernel"]
-    np.testing.assert_allclose(fin.dequantize(), t.apply(c, s)["Dense_0"]["kernel"], atol=1e-6)
+    np.testing.assert_allclose(fin.to_dense(), t.apply(c, s)["Dense_0"]["kernel"], atol=1e-6)
 
 
 # ---- fixed point (Gupta et al.) ------------------------------------------------------------

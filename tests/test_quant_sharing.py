@@ -107,7 +107,7 @@ def test_kmeans_keeps_pruned_weights_out_and_at_zero():
     fin = t.finalize(c, s)["Dense_0"]["kernel"]
     assert isinstance(fin, quant.CodebookArray) and fin.codebook.shape == (8,)
     assert fin.index_bits == 3 and float(fin.codebook[0]) == 0.0
-    np.testing.assert_array_equal(fin.dequantize(), t.apply(c, s)["Dense_0"]["kernel"])
+    np.testing.assert_array_equal(fin.to_dense(), t.apply(c, s)["Dense_0"]["kernel"])
 
 
 def test_kmeans_hessian_and_bad_inputs():
@@ -181,7 +181,7 @@ def test_product_quant_exact_when_every_column_has_a_codeword():
     np.testing.assert_allclose(t.apply(c, s)["Dense_0"]["kernel"], w, atol=1e-6)
     fin = t.finalize(c, s)["Dense_0"]["kernel"]
     assert isinstance(fin, quant.ProductQuantizedArray)
-    np.testing.assert_allclose(fin.dequantize(), w, atol=1e-6)
+    np.testing.assert_allclose(fin.to_dense(), w, atol=1e-6)
     with pytest.raises(ValueError, match="does not divide"):
         quant.product_quant(subvector=3, clusters=2, key=jax.random.key(0)).init(params)
     with pytest.raises(ValueError, match="clusters"):

@@ -103,8 +103,8 @@ def vgg_methods(params: Any, scan_ranks: Any = None) -> dict[str, Callable]:
 def _describe(fin: Any) -> tuple[list[str], str]:
     """The factorized layer paths and their factor shapes, for the table."""
     layers, ranks = [], []
-    for path, node in jax.tree_util.tree_flatten_with_path(fin, is_leaf=lowrank.is_node)[0]:
-        if lowrank.is_node(node):
+    for path, node in jax.tree_util.tree_flatten_with_path(fin, is_leaf=jc.is_compressed)[0]:
+        if jc.is_compressed(node):
             name = jc.core.path_str(path).rsplit("/", 1)[0]
             layers.append(name)
             if isinstance(node, lowrank.LowRank):

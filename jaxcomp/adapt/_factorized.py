@@ -9,7 +9,7 @@ applications", 2016, arXiv:1511.06530) only saves time if inference runs the fac
 the dense kernel they stand for. Training rebuilds the dense kernel (``transform.apply``) and runs
 the model as written; inference wraps the unchanged model with :func:`run_factorized`, whose
 handler finds each ``nn.Dense`` or ``nn.Conv`` whose ``kernel`` param is a *factored kernel* (an
-object with a ``dense()`` method, such as the nodes of :mod:`jaxcomp.lowrank`) and computes the
+object with a ``to_dense()`` method, such as the nodes of :mod:`jaxcomp.lowrank`) and computes the
 layer's output from the factors:
 
 * ``nn.Dense``: ``kernel.matmul(x, precision)`` when the node has it and the layer uses the
@@ -68,14 +68,14 @@ __all__ = [
 
 @runtime_checkable
 class FactoredKernel(Protocol):
-    """A kernel held as factors: ``dense()`` rebuilds the array the layer was built for.
+    """A kernel held as factors: ``to_dense()`` rebuilds the array the layer was built for.
 
     A node may also define ``matmul(x, precision)`` (a ``Dense`` layer's product with ``x``, without
     the bias) and ``conv(x, spec)`` (a convolution of the batched, channels-last ``x`` under the
     :class:`ConvSpec` ``spec``, without the bias) to run without rebuilding.
     """
 
-    def dense(self) -> jax.Array: ...
+    def to_dense(self) -> jax.Array: ...
 
 
 class ConvSpec(NamedTuple):
@@ -453,7 +453,7 @@ def factorized_handler(*, depthwise: str = "auto") -> Callable[[Layer], Any]:
             elif type(layer.module) is nn.Conv and hasattr(node, "conv"):
                 out = _run_conv(layer, node, x, depthwise)
         if out is PASS:
-            out = _run_dense(layer, node.dense())
+            out = _run_dense(layer, node.to_dense())
         return out
 
     return handler

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from jaxcomp.analysis._flops import flops
+from jaxcomp.core._nodes import is_compressed
 from jaxcomp.core._tree import path_str
 from jaxcomp.select._select import resolve_rules
 
@@ -141,10 +142,12 @@ def size_bytes(params: Any, *, bits: int | list[tuple[str, int]] = 32) -> float:
     """The dense storage of ``params`` in bytes when each element takes ``bits`` bits.
 
     Every element is counted, zero or not: this is the size of the dense tensors at a bit width.
-    The size of a sparse or entropy-coded encoding is accounted for in ``jaxcomp.encode``.
+    A compressed node (codes with scales, a codebook, factors: anything with ``to_dense()`` and
+    ``nbytes``, see :mod:`jaxcomp.core`) counts at its own ``nbytes``, whatever ``bits`` says. The
+    size of a sparse or entropy-coded encoding is accounted for in ``jaxcomp.encode``.
 
     Args:
-      params: a pytree of arrays (or ``jax.ShapeDtypeStruct`` leaves).
+      params: a pytree of arrays (or ``jax.ShapeDtypeStruct`` leaves) and compressed nodes.
       bits: the bit width of every leaf (an int >= 1), or ordered ``(regex, bits)`` rules over the
         ``/``-joined leaf paths, first match wins (``re.search``); leaves no rule covers take 32.
 
@@ -162,22 +165,20 @@ def size_bytes(params: Any, *, bits: int | list[tuple[str, int]] = 32) -> float:
         >>> size_bytes(tree, bits=[("kernel", 8)])
         32.0
     """
+    leaves = jax.tree_util.tree_leaves_with_path(params, is_leaf=is_compressed)
     if isinstance(bits, list | tuple):
         per_leaf_bits = resolve_rules(bits, params, default=32, what="bits")
-        pairs = [
-            (path_str(p), x, b)
-            for (p, x), b in zip(
-                jax.tree_util.tree_leaves_with_path(params),
-                jax.tree.leaves(per_leaf_bits),
-                strict=True,
-            )
-        ]
+        treedef = jax.tree.structure(params, is_leaf=is_compressed)
+        per_leaf_bits = treedef.flatten_up_to(per_leaf_bits)
+        pairs = [(path_str(p), x, b) for (p, x), b in zip(leaves, per_leaf_bits, strict=True)]
     else:
         b = _check_bits(bits, "bits")
-        pairs = [(path_str(p), x, b) for p, x in jax.tree_util.tree_leaves_with_path(params)]
+        pairs = [(path_str(p), x, b) for p, x in leaves]
     total_bits = 0
     for path, x, b in pairs:
-        if _has_shape(x):
+        if is_compressed(x):
+            total_bits += 8 * int(x.nbytes)
+        elif _has_shape(x):
             total_bits += _size(x) * _check_bits(b, f"the bits of leaf {path!r}")
     return total_bits / 8.0
 

@@ -1,5 +1,8 @@
-"""The transform protocol, its combinators, and tree utilities."""
+"""The transform protocol, its combinators, the compressed-node protocol, and tree utilities."""
 
+from jaxcomp.core._nodes import is_compressed
+from jaxcomp.core._nodes import nbytes
+from jaxcomp.core._nodes import to_dense
 from jaxcomp.core._transform import ChainState
 from jaxcomp.core._transform import EmptyState
 from jaxcomp.core._transform import PartitionState
@@ -29,11 +32,14 @@ __all__ = [
     "check_same_structure",
     "identity",
     "is_array",
+    "is_compressed",
     "leaf_paths",
     "masked",
+    "nbytes",
     "own_apply",
     "partition",
     "path_str",
+    "to_dense",
     "tree_merge",
     "tree_select",
 ]

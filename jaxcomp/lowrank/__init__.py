@@ -31,7 +31,6 @@ from jaxcomp.lowrank._nodes import Predicted
 from jaxcomp.lowrank._nodes import Separable
 from jaxcomp.lowrank._nodes import SeparableBasis
 from jaxcomp.lowrank._nodes import Tucker2
-from jaxcomp.lowrank._nodes import is_node
 from jaxcomp.lowrank._predicted import PredictedDense
 from jaxcomp.lowrank._predicted import PredictedState
 from jaxcomp.lowrank._predicted import kernel_dictionary
@@ -74,7 +73,6 @@ __all__ = [
     "cp",
     "cp_als",
     "cp_reconstruct",
-    "is_node",
     "jaderberg",
     "kernel_dictionary",
     "kmeans",

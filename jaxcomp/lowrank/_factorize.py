@@ -139,7 +139,7 @@ def build(
         )
 
     def apply(cparams, state):
-        return _map(lambda c, slot: c._replace(**slot.fixed).dense(), cparams, state)
+        return _map(lambda c, slot: c._replace(**slot.fixed).to_dense(), cparams, state)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads

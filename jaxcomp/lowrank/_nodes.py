@@ -3,7 +3,8 @@
 Each node is a NamedTuple of arrays that stands for one dense kernel (a ``Dense`` kernel ``(m, n)``
 or a ``Conv`` kernel ``(kh, kw, C, F)``, flax's layouts). It knows how to
 
-* ``dense()``: rebuild the kernel (what ``transform.apply`` hands the unchanged model in training);
+* ``to_dense()``: rebuild the kernel (what ``transform.apply`` hands the unchanged model in
+  training); ``nbytes``: the bytes of the factors (the node protocol of :mod:`jaxcomp.core`);
 * ``matmul(x, precision)`` and/or ``conv(x, spec)``: compute the layer's output from the factors,
   without the bias (what :func:`jaxcomp.adapt.run_factorized` calls at inference).
 
@@ -43,10 +44,10 @@ from jaxcomp.adapt._factorized import conv
 from jaxcomp.adapt._factorized import depthwise
 from jaxcomp.adapt._factorized import depthwise_impl
 from jaxcomp.adapt._factorized import grouped_conv
+from jaxcomp.core._nodes import nbytes
 
 __all__ = [
     "CP",
-    "NODE_TYPES",
     "Bicluster",
     "LowRank",
     "Monochromatic",
@@ -54,10 +55,14 @@ __all__ = [
     "Separable",
     "SeparableBasis",
     "Tucker2",
-    "is_node",
 ]
 
 Array = jax.Array
+
+
+def _factor_bytes(node: Any) -> int:
+    """The bytes of a node's arrays (integer assignments included; ``MaskedNode`` counts 0)."""
+    return nbytes(tuple(node))
 
 
 def _mm(x: Array, w: Array, precision: Any = None) -> Array:
@@ -84,7 +89,9 @@ class LowRank(NamedTuple):
     u: Array
     v: Array
 
-    def dense(self) -> Array:
+    nbytes = property(_factor_bytes, doc="Bytes of the factors as stored.")
+
+    def to_dense(self) -> Array:
         return jnp.tensordot(self.u, self.v, axes=1)
 
     def matmul(self, x: Array, precision: Any = None) -> Array:
@@ -105,7 +112,9 @@ class Separable(NamedTuple):
     vertical: Array
     horizontal: Array
 
-    def dense(self) -> Array:
+    nbytes = property(_factor_bytes, doc="Bytes of the factors as stored.")
+
+    def to_dense(self) -> Array:
         return jnp.einsum("ick,jkf->ijcf", self.vertical[:, 0], self.horizontal[0])
 
     def conv(self, x: Array, spec: ConvSpec) -> Array:
@@ -129,7 +138,9 @@ class CP(NamedTuple):
     horizontal: Array
     last: Array
 
-    def dense(self) -> Array:
+    nbytes = property(_factor_bytes, doc="Bytes of the factors as stored.")
+
+    def to_dense(self) -> Array:
         return jnp.einsum(
             "cr,ir,jr,rf->ijcf", self.first, self.vertical, self.horizontal, self.last
         )
@@ -156,7 +167,9 @@ class Tucker2(NamedTuple):
     core: Array
     last: Array
 
-    def dense(self) -> Array:
+    nbytes = property(_factor_bytes, doc="Bytes of the factors as stored.")
+
+    def to_dense(self) -> Array:
         return jnp.einsum("cr,ijrs,sf->ijcf", self.first, self.core, self.last)
 
     def conv(self, x: Array, spec: ConvSpec) -> Array:
@@ -181,7 +194,9 @@ class Monochromatic(NamedTuple):
     spatial: Array
     assign: Any
 
-    def dense(self) -> Array:
+    nbytes = property(_factor_bytes, doc="Bytes of the factors as stored.")
+
+    def to_dense(self) -> Array:
         col = jnp.take(self.colors, self.assign, axis=1)  # (C, F)
         return self.spatial[:, :, None, :] * col[None, None]
 
@@ -220,7 +235,9 @@ class Bicluster(NamedTuple):
         w = jnp.einsum("ijcghk,ghkf->ijgchf", u6, self.v)
         return jnp.reshape(w, (kh, kw, g * cg, h * fh))
 
-    def dense(self) -> Array:
+    nbytes = property(_factor_bytes, doc="Bytes of the factors as stored.")
+
+    def to_dense(self) -> Array:
         wp = self._blocks()
         w = jnp.take(wp, jnp.argsort(self.perm_in), axis=2)
         return jnp.take(w, self.inv_out, axis=3)
@@ -253,7 +270,9 @@ class SeparableBasis(NamedTuple):
     horizontal: Array
     coeffs: Array
 
-    def dense(self) -> Array:
+    nbytes = property(_factor_bytes, doc="Bytes of the factors as stored.")
+
+    def to_dense(self) -> Array:
         return jnp.einsum("im,jm,cmf->ijcf", self.vertical, self.horizontal, self.coeffs)
 
     def conv(self, x: Array, spec: ConvSpec) -> Array:
@@ -288,17 +307,10 @@ class Predicted(NamedTuple):
     dictionary: Any
     alpha: Array
 
-    def dense(self) -> Array:
+    nbytes = property(_factor_bytes, doc="Bytes of the factors as stored.")
+
+    def to_dense(self) -> Array:
         return jnp.matmul(self.dictionary, self.alpha)
 
     def matmul(self, x: Array, precision: Any = None) -> Array:
         return _mm(_mm(x, self.dictionary, precision), self.alpha, precision)
-
-
-NODE_TYPES = (LowRank, Separable, CP, Tucker2, Monochromatic, Bicluster, SeparableBasis, Predicted)
-"""Every factored-kernel node of :mod:`jaxcomp.lowrank`."""
-
-
-def is_node(x: Any) -> bool:
-    """True for a factored-kernel node of :mod:`jaxcomp.lowrank`."""
-    return isinstance(x, NODE_TYPES)

@@ -43,9 +43,6 @@ from jaxcomp.quant._layers import layer_inputs
 from jaxcomp.quant._nodes import CodebookArray
 from jaxcomp.quant._nodes import ProductQuantizedArray
 from jaxcomp.quant._nodes import QuantizedArray
-from jaxcomp.quant._nodes import is_compressed
-from jaxcomp.quant._nodes import nbytes
-from jaxcomp.quant._nodes import to_dense
 from jaxcomp.quant._noise import NoiseState
 from jaxcomp.quant._noise import noise
 from jaxcomp.quant._observers import Observer
@@ -90,7 +87,6 @@ __all__ = [
     "glorot_scale",
     "input_qparams",
     "int_linear",
-    "is_compressed",
     "kmeans",
     "kmeans_1d",
     "kmeans_vectors",
@@ -100,7 +96,6 @@ __all__ = [
     "minmax",
     "moving_average",
     "mse",
-    "nbytes",
     "noise",
     "percentile",
     "product_quant",
@@ -115,7 +110,6 @@ __all__ = [
     "sign_ste",
     "ternary_connect",
     "ternary_weights",
-    "to_dense",
     "to_fixed_point",
     "twn_scale",
     "weight_bytes",

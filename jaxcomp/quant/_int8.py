@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from jaxcomp.adapt import PASS
 from jaxcomp.adapt import Layer
 from jaxcomp.adapt import intercept
+from jaxcomp.core._nodes import is_compressed
 from jaxcomp.quant._activations import input_qparams
 from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import quantize
@@ -41,7 +42,6 @@ from jaxcomp.quant._layers import add_bias
 from jaxcomp.quant._layers import contraction
 from jaxcomp.quant._layers import is_linear
 from jaxcomp.quant._nodes import QuantizedArray
-from jaxcomp.quant._nodes import is_compressed
 from jaxcomp.quant._observers import Observer
 from jaxcomp.quant._observers import moving_average
 
@@ -111,7 +111,7 @@ def run_int8(
             if any(is_compressed(v) for v in layer.params.values()):
                 raise ValueError(
                     f"run_int8: layer {layer.path!r} holds a {type(kernel).__name__}; only "
-                    "QuantizedArray kernels run in int8 (jc.quant.to_dense decodes others)"
+                    "QuantizedArray kernels run in int8 (jc.to_dense decodes others)"
                 )
             return PASS
         if not is_linear(layer.module):
@@ -145,7 +145,7 @@ def weight_bytes(tree: Any) -> dict[str, float]:
     for x in jax.tree.leaves(tree, is_leaf=is_compressed):
         if is_compressed(x):
             q += x.nbytes
-            f += 4 * math.prod(x.shape)
+            f += 4 * math.prod(jax.eval_shape(x.to_dense).shape)
     if q == 0:
         raise ValueError("weight_bytes: the tree holds no compressed node")
     return {"quantized": q, "float32": f, "ratio": f / q}

@@ -11,8 +11,9 @@
 
 They are frozen dataclasses registered as pytrees: the arrays are children, the static layout
 (axis, bit width, shape) is auxiliary data, so a finalized tree can be passed through ``jax.jit``,
-``jax.tree.map`` and the apply adapters. :func:`to_dense` turns any tree of them back into float
-arrays.
+``jax.tree.map`` and the apply adapters. They speak the one node protocol of
+:mod:`jaxcomp.core` (``to_dense()`` and ``nbytes``), so :func:`jaxcomp.to_dense` turns any tree of
+them back into float arrays.
 
 References:
   Vanhoucke, Senior and Mao, "Improving the speed of neural networks on CPUs", NIPS Deep Learning
@@ -43,9 +44,6 @@ __all__ = [
     "ProductQuantizedArray",
     "QuantizedArray",
     "index_dtype",
-    "is_compressed",
-    "nbytes",
-    "to_dense",
 ]
 
 
@@ -99,7 +97,7 @@ class QuantizedArray:
         zp = () if self.symmetric else (self.zero_point,)
         return _nbytes(self.codes, self.scale, *zp)
 
-    def dequantize(self) -> jax.Array:
+    def to_dense(self) -> jax.Array:
         """The float weight ``(codes - zero_point) * scale``."""
         return dequantize(self.codes, self.scale, self.zero_point, axis=self.axis, dtype=self.dtype)
 
@@ -134,7 +132,7 @@ class CodebookArray:
         """``ceil(log2(K))``: the bits an index needs at fixed length."""
         return max(1, math.ceil(math.log2(self.codebook.shape[0])))
 
-    def dequantize(self) -> jax.Array:
+    def to_dense(self) -> jax.Array:
         """The float weight ``codebook[indices]``."""
         return jnp.take(self.codebook, self.indices.astype(jnp.int32)).astype(self.dtype)
 
@@ -164,7 +162,7 @@ class ProductQuantizedArray:
         """Bytes of the codes in their integer type plus the codebooks."""
         return _nbytes(self.codebooks, self.codes)
 
-    def dequantize(self) -> jax.Array:
+    def to_dense(self) -> jax.Array:
         """The float kernel: the sum over stages of the selected codewords, reshaped."""
         _, m, _, d = self.codebooks.shape
         out = self.codes.shape[-1]
@@ -186,39 +184,3 @@ jax.tree_util.register_dataclass(
 jax.tree_util.register_dataclass(
     ProductQuantizedArray, data_fields=["codebooks", "codes"], meta_fields=["shape", "dtype"]
 )
-
-_NODES = (QuantizedArray, CodebookArray, ProductQuantizedArray)
-
-
-def is_compressed(x: Any) -> bool:
-    """True for the compressed nodes of this module."""
-    return isinstance(x, _NODES)
-
-
-def to_dense(tree: Any) -> Any:
-    """Replaces every compressed node of ``tree`` by its float array; other leaves are kept.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> q = QuantizedArray(jnp.array([-2, 1], jnp.int8), jnp.float32(0.5), jnp.float32(0))
-        >>> to_dense({"w": q})["w"].tolist()
-        [-1.0, 0.5]
-    """
-    return jax.tree.map(
-        lambda x: x.dequantize() if is_compressed(x) else x, tree, is_leaf=is_compressed
-    )
-
-
-def nbytes(tree: Any) -> int:
-    """Storage of a finalized tree in bytes: compressed nodes at their integer size, arrays dense.
-
-    Codes count at their integer type's size (int8: 1 byte per weight); no bit packing or entropy
-    coding (that is ``jaxcomp.encode``'s work).
-    """
-    total = 0
-    for x in jax.tree.leaves(tree, is_leaf=is_compressed):
-        if is_compressed(x):
-            total += x.nbytes
-        elif hasattr(x, "shape") and hasattr(x, "dtype"):
-            total += _nbytes(x)
-    return total

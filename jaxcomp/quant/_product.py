@@ -70,7 +70,7 @@ class ProductQuantState(NamedTuple):
 
 
 def _reconstruct(codebooks: jax.Array, codes: jax.Array, shape: tuple[int, ...], dtype) -> Any:
-    return ProductQuantizedArray(codebooks, codes, tuple(shape), dtype).dequantize()
+    return ProductQuantizedArray(codebooks, codes, tuple(shape), dtype).to_dense()
 
 
 @functools.partial(jax.jit, static_argnames=("d", "k", "iterations"))
@@ -213,7 +213,7 @@ def _pq_transform(
         return jax.tree.map(one, state.spec, state.codes, cparams, is_leaf=is_spec)
 
     def apply(cparams, state):
-        return per_quantized(ProductQuantizedArray.dequantize, cparams, state)
+        return per_quantized(ProductQuantizedArray.to_dense, cparams, state)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads

@@ -168,7 +168,7 @@ def _shared(
         )
 
     def apply(cparams, state):
-        return per_shared(CodebookArray.dequantize, cparams, state)
+        return per_shared(CodebookArray.to_dense, cparams, state)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads

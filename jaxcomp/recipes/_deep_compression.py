@@ -43,6 +43,7 @@ from jaxcomp import train
 from jaxcomp.core import identity
 from jaxcomp.core import partition
 from jaxcomp.core import path_str
+from jaxcomp.core import to_dense
 from jaxcomp.data import Dataset
 from jaxcomp.errors import CorruptArtifactError
 from jaxcomp.errors import SelectionError
@@ -213,7 +214,7 @@ def load_artifact(blob_or_path: bytes | str | os.PathLike[str]) -> tuple[dict[st
         tree, meta = encode.load(blob_or_path)
     if not isinstance(tree, dict) or "params" not in tree:
         raise CorruptArtifactError("the artifact does not hold model variables (no 'params')")
-    return jax.tree.map(np.asarray, quant.to_dense(tree)), meta
+    return jax.tree.map(np.asarray, to_dense(tree)), meta
 
 
 def deep_compression(
