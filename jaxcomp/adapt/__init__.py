@@ -17,6 +17,9 @@ from jaxcomp.adapt._intercept import Handler
 from jaxcomp.adapt._intercept import Layer
 from jaxcomp.adapt._intercept import intercept
 from jaxcomp.adapt._intercept import layer_path
+from jaxcomp.adapt._nnx import NNXApply
+from jaxcomp.adapt._nnx import collection_name
+from jaxcomp.adapt._nnx import functional
 
 __all__ = [
     "MAX_SLICE_TAPS",
@@ -25,12 +28,15 @@ __all__ = [
     "FactoredKernel",
     "Handler",
     "Layer",
+    "NNXApply",
+    "collection_name",
     "conv",
     "conv_patches",
     "conv_spec",
     "depthwise",
     "depthwise_impl",
     "factorized_handler",
+    "functional",
     "grouped_conv",
     "intercept",
     "layer_path",
