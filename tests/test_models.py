@@ -7,11 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from jaxcomp import models
+from jaxcomp.adapt import functional
 from jaxcomp.core._tree import path_str
 
 _MNIST = (28, 28, 1)
@@ -237,3 +239,60 @@ def test_registry_errors_name_the_allowed_values():
     with pytest.raises(ValueError, match="widths"):
         models.get("vgg_small", width=3)
     assert models.get("resnet20", width=8).width == 8
+
+
+# Flax NNX twins: same params paths as linen, same outputs from the same weights.
+
+_TINY = {  # small widths keep the compilations short; the structure is the registry's
+    "lenet300": {},
+    "lenet300100": {},
+    "lenet5": {},
+}
+
+
+def _twins(name, input_shape):
+    kw = _TINY[name]
+    linen = models.get(name, **kw)
+    variables = models.init(linen, jax.random.key(0), input_shape)
+    model = models.get(name, api="nnx", key=jax.random.key(1), input_shape=input_shape, **kw)
+    apply, own = functional(model)
+    return linen, variables, model, apply, own
+
+
+@pytest.mark.parametrize("name", sorted(_TINY))
+def test_nnx_twin_has_the_linen_paths_and_outputs(name):
+    input_shape = models.input_shape(name)
+    linen, variables, model, apply, own = _twins(name, input_shape)
+    assert isinstance(model, nnx.Module)
+    assert jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, variables)
+    assert _count(own["params"]) == _count(variables["params"])
+    x = jax.random.normal(jax.random.key(2), (3, *input_shape))
+    np.testing.assert_allclose(
+        apply(variables, x, train=False), linen.apply(variables, x, train=False), rtol=1e-5,
+        atol=1e-6,
+    )  # fmt: skip
+    if "batch_stats" in variables:
+        out, stats = apply(variables, x, train=True, mutable=["batch_stats"])
+        ref, ref_stats = linen.apply(variables, x, train=True, mutable=["batch_stats"])
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+            stats,
+            dict(ref_stats),
+        )
+
+
+def test_nnx_get_errors_name_the_arguments():
+    with pytest.raises(ValueError, match="'linen', 'nnx'"):
+        models.get("lenet5", api="haiku")
+    with pytest.raises(ValueError, match="key"):
+        models.get("lenet5", api="nnx")
+    with pytest.raises(ValueError, match="api='nnx'"):
+        models.get("lenet5", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="input_shape"):
+        models.get("lenet5", api="nnx", key=jax.random.key(0), input_shape=(28, 28))
+    with pytest.raises(ValueError, match="too small"):
+        models.get("lenet5", api="nnx", key=jax.random.key(0), input_shape=(12, 12, 1))
+    model = models.get("lenet5", api="nnx", key=jax.random.key(0), input_shape=(32, 32, 3))
+    assert model.Conv_0.kernel.shape == (5, 5, 3, 20)
+    assert model(jnp.zeros((1, 32, 32, 3))).shape == (1, 10)

@@ -1,7 +1,9 @@
-"""Reference Flax models for compression experiments: LeNets, a small VGG, CIFAR ResNets."""
+"""Reference Flax models (linen and NNX) for compression experiments: LeNets, VGG, ResNets."""
 
 from jaxcomp.models._lenet import LeNet5
 from jaxcomp.models._lenet import LeNet300100
+from jaxcomp.models._lenet import NNXLeNet5
+from jaxcomp.models._lenet import NNXLeNet300100
 from jaxcomp.models._registry import get
 from jaxcomp.models._registry import init
 from jaxcomp.models._registry import input_shape
@@ -17,6 +19,8 @@ __all__ = [
     "BasicBlock",
     "LeNet5",
     "LeNet300100",
+    "NNXLeNet5",
+    "NNXLeNet300100",
     "ResNet",
     "ResNet20",
     "ResNet56",

@@ -1,8 +1,8 @@
 """Look up the reference models by name, for configs and the command line.
 
 The table is a plain dict literal, built once and never mutated: each name maps to a model class,
-the attributes that the name fixes (``"resnet56"`` fixes ``depth=56``) and the input shape the
-model was designed for (one example, without the batch axis).
+its Flax NNX twin (same params paths), the attributes that the name fixes (``"resnet56"`` fixes
+``depth=56``) and the input shape the model was designed for (one example, without the batch axis).
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from jaxcomp.models._lenet import LeNet5
 from jaxcomp.models._lenet import LeNet300100
+from jaxcomp.models._lenet import NNXLeNet5
+from jaxcomp.models._lenet import NNXLeNet300100
 from jaxcomp.models._resnet import ResNet
 from jaxcomp.models._vgg import VGGSmall
 
@@ -25,21 +28,25 @@ __all__ = ["get", "init", "input_shape", "names"]
 
 class _Entry(NamedTuple):
     cls: type[nn.Module]
+    nnx_cls: type[nnx.Module] | None
     fixed: dict[str, Any]
     input_shape: tuple[int, ...]
+
+
+_APIS = ("linen", "nnx")
 
 
 _MNIST = (28, 28, 1)
 _CIFAR = (32, 32, 3)
 
 _MODELS: dict[str, _Entry] = {
-    "lenet300": _Entry(LeNet300100, {}, _MNIST),
-    "lenet300100": _Entry(LeNet300100, {}, _MNIST),
-    "lenet5": _Entry(LeNet5, {}, _MNIST),
-    "vgg_small": _Entry(VGGSmall, {}, _CIFAR),
-    "resnet20": _Entry(ResNet, {"depth": 20}, _CIFAR),
-    "resnet56": _Entry(ResNet, {"depth": 56}, _CIFAR),
-    "resnet110": _Entry(ResNet, {"depth": 110}, _CIFAR),
+    "lenet300": _Entry(LeNet300100, NNXLeNet300100, {}, _MNIST),
+    "lenet300100": _Entry(LeNet300100, NNXLeNet300100, {}, _MNIST),
+    "lenet5": _Entry(LeNet5, NNXLeNet5, {}, _MNIST),
+    "vgg_small": _Entry(VGGSmall, None, {}, _CIFAR),
+    "resnet20": _Entry(ResNet, None, {"depth": 20}, _CIFAR),
+    "resnet56": _Entry(ResNet, None, {"depth": 56}, _CIFAR),
+    "resnet110": _Entry(ResNet, None, {"depth": 110}, _CIFAR),
 }
 
 
@@ -61,29 +68,57 @@ def _entry(name: str) -> _Entry:
         ) from None
 
 
-def get(name: str, *, num_classes: int = 10, **kw: Any) -> nn.Module:
-    """Builds a registered model.
+def get(
+    name: str,
+    *,
+    num_classes: int = 10,
+    api: str = "linen",
+    key: jax.Array | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    **kw: Any,
+) -> nn.Module | nnx.Module:
+    """Builds a registered model, as a ``flax.linen`` or a Flax NNX module.
+
+    Both APIs give the same architecture with the same params paths (``Conv_0/kernel``,
+    ``BasicBlock_3/BatchNorm_1/scale``...): the linen variables and the NNX module's
+    ``jaxcomp.adapt.functional(model)[1]`` have the same structure, so weights copy between them
+    and the same ``where=`` rules select the same leaves.
 
     Args:
         name: one of :func:`names` (``"lenet300"`` or its alias ``"lenet300100"``, ``"lenet5"``,
             ``"vgg_small"``, ``"resnet20"``, ``"resnet56"``, ``"resnet110"``).
         num_classes: number of output logits.
+        api: ``"linen"`` (an unbound module to ``init``) or ``"nnx"`` (an initialized
+            ``nnx.Module``, in NNX's default train mode; call ``.eval()`` for inference).
+        key: for ``api="nnx"`` only, and required there: the PRNG key (``jax.random.key``)
+            that initializes the weights.
+        input_shape: for ``api="nnx"`` only: the shape of one example without the batch axis,
+            which fixes the layers' input sizes; :func:`input_shape` of ``name`` when omitted.
         **kw: further attributes of the model class (for example ``width=8`` for a ResNet or
             ``widths=(16, 32)`` for ``vgg_small``); attributes that the name fixes are not
             allowed.
 
     Returns:
-        An unbound ``flax.linen`` module whose ``__call__(x, train=False)`` returns logits.
+        For ``"linen"``, an unbound module whose ``__call__(x, train=False)`` returns logits; for
+        ``"nnx"``, an ``nnx.Module`` whose ``__call__(x)`` returns logits.
 
     Raises:
-        ValueError: if ``name`` is unknown (the message lists the known names), if a keyword is
-            not an attribute of the model or is fixed by the name, or if a value is out of range.
+        ValueError: if ``name`` is unknown (the message lists the known names), ``api`` is not
+            one of ``"linen"`` and ``"nnx"``, ``key`` is missing for ``"nnx"`` or
+            ``key``/``input_shape`` are given for ``"linen"``, a keyword is not an attribute of
+            the model or is fixed by the name, or a value is out of range.
 
     Examples:
         >>> get("resnet20", num_classes=100).depth
         20
+        >>> import jax
+        >>> model = get("lenet5", api="nnx", key=jax.random.key(0))
+        >>> model.Dense_0.kernel.shape
+        (800, 500)
     """
     entry = _entry(name)
+    if api not in _APIS:
+        raise ValueError(f"api must be one of {_APIS}, got {api!r}")
     allowed = {f.name for f in dataclasses.fields(entry.cls) if f.init} - {
         "parent",
         "name",
@@ -96,7 +131,24 @@ def get(name: str, *, num_classes: int = 10, **kw: Any) -> nn.Module:
             f"model {name!r} does not take {unknown}; allowed keywords: num_classes, "
             f"{', '.join(sorted(allowed)) or '(none)'}"
         )
-    return entry.cls(num_classes=num_classes, **entry.fixed, **kw)
+    if api == "linen":
+        if key is not None or input_shape is not None:
+            raise ValueError(
+                "key= and input_shape= are for api='nnx' (a linen model is initialized with "
+                "jaxcomp.models.init(model, key, input_shape))"
+            )
+        return entry.cls(num_classes=num_classes, **entry.fixed, **kw)
+    if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        raise ValueError(
+            f"api='nnx' initializes the weights: key must be a typed PRNG key from "
+            f"jax.random.key(seed), got {key!r}"
+        )
+    if entry.nnx_cls is None:
+        raise ValueError(f"model {name!r} has no NNX version yet; use api='linen'")
+    shape = entry.input_shape if input_shape is None else input_shape
+    return entry.nnx_cls(
+        num_classes=num_classes, **entry.fixed, **kw, input_shape=shape, rngs=nnx.Rngs(key)
+    )
 
 
 def input_shape(name: str) -> tuple[int, ...]:
