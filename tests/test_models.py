@@ -241,45 +241,44 @@ def test_registry_errors_name_the_allowed_values():
     assert models.get("resnet20", width=8).width == 8
 
 
-# Flax NNX twins: same params paths as linen, same outputs from the same weights.
+# Flax NNX twins: same params paths as linen, same outputs from the same weights (eval and train).
 
-_TINY = {  # small widths keep the compilations short; the structure is the registry's
-    "lenet300": {},
-    "lenet300100": {},
-    "lenet5": {},
-}
+_NNX_CASES = [  # every registered name; small widths and inputs keep the runs short
+    ("lenet300", {}, _MNIST),
+    ("lenet300100", {}, _MNIST),
+    ("lenet5", {}, _MNIST),
+    ("vgg_small", {"widths": (4, 8)}, (8, 8, 3)),
+    ("vgg_small", {"widths": (4,), "convs_per_stage": 1, "hidden": 6}, (4, 4, 2)),
+    ("resnet20", {"width": 4}, (8, 8, 3)),
+    ("resnet20", {"width": 2, "shortcut": "B"}, (4, 4, 3)),
+    ("resnet56", {"width": 2}, (4, 4, 3)),
+    ("resnet110", {"width": 2}, (4, 4, 3)),
+]
 
 
-def _twins(name, input_shape):
-    kw = _TINY[name]
+def test_nnx_cases_cover_the_registry():
+    assert {name for name, _, _ in _NNX_CASES} == set(models.names())
+
+
+@pytest.mark.parametrize(("name", "kw", "input_shape"), _NNX_CASES)
+def test_nnx_twin_has_the_linen_paths_and_outputs(name, kw, input_shape):
     linen = models.get(name, **kw)
     variables = models.init(linen, jax.random.key(0), input_shape)
     model = models.get(name, api="nnx", key=jax.random.key(1), input_shape=input_shape, **kw)
-    apply, own = functional(model)
-    return linen, variables, model, apply, own
-
-
-@pytest.mark.parametrize("name", sorted(_TINY))
-def test_nnx_twin_has_the_linen_paths_and_outputs(name):
-    input_shape = models.input_shape(name)
-    linen, variables, model, apply, own = _twins(name, input_shape)
     assert isinstance(model, nnx.Module)
+    apply, own = functional(model)
     assert jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, variables)
     assert _count(own["params"]) == _count(variables["params"])
+    # the linen weights, copied into the NNX model, give the linen outputs
     x = jax.random.normal(jax.random.key(2), (3, *input_shape))
-    np.testing.assert_allclose(
-        apply(variables, x, train=False), linen.apply(variables, x, train=False), rtol=1e-5,
-        atol=1e-6,
-    )  # fmt: skip
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    close(apply(variables, x, train=False), linen.apply(variables, x, train=False))
     if "batch_stats" in variables:
         out, stats = apply(variables, x, train=True, mutable=["batch_stats"])
         ref, ref_stats = linen.apply(variables, x, train=True, mutable=["batch_stats"])
-        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-        jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-            stats,
-            dict(ref_stats),
-        )
+        close(out, ref)
+        jax.tree.map(close, stats, dict(ref_stats))
+        assert not np.allclose(out, apply(variables, x, train=False))
 
 
 def test_nnx_get_errors_name_the_arguments():

@@ -20,7 +20,9 @@ from jaxcomp.models._lenet import LeNet5
 from jaxcomp.models._lenet import LeNet300100
 from jaxcomp.models._lenet import NNXLeNet5
 from jaxcomp.models._lenet import NNXLeNet300100
+from jaxcomp.models._resnet import NNXResNet
 from jaxcomp.models._resnet import ResNet
+from jaxcomp.models._vgg import NNXVGGSmall
 from jaxcomp.models._vgg import VGGSmall
 
 __all__ = ["get", "init", "input_shape", "names"]
@@ -28,7 +30,7 @@ __all__ = ["get", "init", "input_shape", "names"]
 
 class _Entry(NamedTuple):
     cls: type[nn.Module]
-    nnx_cls: type[nnx.Module] | None
+    nnx_cls: type[nnx.Module]
     fixed: dict[str, Any]
     input_shape: tuple[int, ...]
 
@@ -43,10 +45,10 @@ _MODELS: dict[str, _Entry] = {
     "lenet300": _Entry(LeNet300100, NNXLeNet300100, {}, _MNIST),
     "lenet300100": _Entry(LeNet300100, NNXLeNet300100, {}, _MNIST),
     "lenet5": _Entry(LeNet5, NNXLeNet5, {}, _MNIST),
-    "vgg_small": _Entry(VGGSmall, None, {}, _CIFAR),
-    "resnet20": _Entry(ResNet, None, {"depth": 20}, _CIFAR),
-    "resnet56": _Entry(ResNet, None, {"depth": 56}, _CIFAR),
-    "resnet110": _Entry(ResNet, None, {"depth": 110}, _CIFAR),
+    "vgg_small": _Entry(VGGSmall, NNXVGGSmall, {}, _CIFAR),
+    "resnet20": _Entry(ResNet, NNXResNet, {"depth": 20}, _CIFAR),
+    "resnet56": _Entry(ResNet, NNXResNet, {"depth": 56}, _CIFAR),
+    "resnet110": _Entry(ResNet, NNXResNet, {"depth": 110}, _CIFAR),
 }
 
 
@@ -143,8 +145,6 @@ def get(
             f"api='nnx' initializes the weights: key must be a typed PRNG key from "
             f"jax.random.key(seed), got {key!r}"
         )
-    if entry.nnx_cls is None:
-        raise ValueError(f"model {name!r} has no NNX version yet; use api='linen'")
     shape = entry.input_shape if input_shape is None else input_shape
     return entry.nnx_cls(
         num_classes=num_classes, **entry.fixed, **kw, input_shape=shape, rngs=nnx.Rngs(key)

@@ -18,14 +18,53 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-__all__ = ["BasicBlock", "ResNet", "ResNet20", "ResNet56", "ResNet110"]
+from jaxcomp.models._lenet import _check_input_shape
+
+__all__ = [
+    "BasicBlock",
+    "NNXBasicBlock",
+    "NNXResNet",
+    "ResNet",
+    "ResNet20",
+    "ResNet56",
+    "ResNet110",
+]
 
 _BN_MOMENTUM = 0.9
 _SHORTCUTS = ("A", "B")
+
+
+def _check(depth: int, num_classes: int, width: int, shortcut: str) -> None:
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            f"depth must be 6n + 2 for an integer n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), "
+            f"got {depth!r}"
+        )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be an integer >= 1, got {width!r}")
+    if shortcut not in _SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {_SHORTCUTS}, got {shortcut!r}")
+
+
+def _shortcut_a(x: jax.Array, features: int, strides: int) -> jax.Array:
+    """Option A: subsample by ``strides`` and zero-pad the new channels on both sides."""
+    in_features = x.shape[-1]
+    x = x[:, ::strides, ::strides, :]
+    if features > in_features:
+        pad = features - in_features
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad // 2, pad - pad // 2)))
+    elif features < in_features:
+        raise ValueError(f"shortcut 'A' cannot reduce channels ({in_features} -> {features})")
+    return x
 
 
 def _conv3x3(features: int, strides: int, name: str) -> nn.Conv:
@@ -76,14 +115,7 @@ class BasicBlock(nn.Module):
         in_features = x.shape[-1]
         if self.strides != 1 or in_features != self.features:
             if self.shortcut == "A":
-                x = x[:, :: self.strides, :: self.strides, :]
-                if self.features > in_features:
-                    pad = self.features - in_features
-                    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad // 2, pad - pad // 2)))
-                elif self.features < in_features:
-                    raise ValueError(
-                        f"shortcut 'A' cannot reduce channels ({in_features} -> {self.features})"
-                    )
+                x = _shortcut_a(x, self.features, self.strides)
             else:
                 x = nn.Conv(
                     self.features,
@@ -128,22 +160,7 @@ class ResNet(nn.Module):
     shortcut: str = "A"
 
     def __post_init__(self) -> None:
-        if (
-            not isinstance(self.depth, int)
-            or isinstance(self.depth, bool)
-            or self.depth < 8
-            or (self.depth - 2) % 6 != 0
-        ):
-            raise ValueError(
-                f"depth must be 6n + 2 for an integer n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), "
-                f"got {self.depth!r}"
-            )
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {self.num_classes!r}")
-        if not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"width must be an integer >= 1, got {self.width!r}")
-        if self.shortcut not in _SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {_SHORTCUTS}, got {self.shortcut!r}")
+        _check(self.depth, self.num_classes, self.width, self.shortcut)
         super().__post_init__()
 
     @nn.compact
@@ -219,3 +236,122 @@ def ResNet110(num_classes: int = 10, **kwargs) -> ResNet:
         ``ResNet(depth=110, ...)``.
     """
     return ResNet(depth=110, num_classes=num_classes, **kwargs)
+
+
+def _nnx_conv(in_features: int, features: int, size: int, strides: int, rngs: nnx.Rngs):
+    return nnx.Conv(
+        in_features,
+        features,
+        (size, size),
+        strides=(strides, strides),
+        padding="SAME",
+        use_bias=False,
+        kernel_init=nnx.initializers.kaiming_normal(),
+        rngs=rngs,
+    )
+
+
+class NNXBasicBlock(nnx.Module):
+    """:class:`BasicBlock` as a Flax NNX module, with the same submodule names.
+
+    Args:
+        in_features: input channels.
+        features: output channels.
+        strides: stride of the first convolution.
+        shortcut: ``"A"`` or ``"B"`` where the shape changes (see :class:`BasicBlock`).
+        rngs: the ``nnx.Rngs`` that initialize the weights.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        strides: int = 1,
+        shortcut: str = "A",
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        norm = lambda: nnx.BatchNorm(features, momentum=_BN_MOMENTUM, rngs=rngs)
+        self.features, self.strides = features, strides
+        self.Conv_0 = _nnx_conv(in_features, features, 3, strides, rngs)
+        self.BatchNorm_0 = norm()
+        self.Conv_1 = _nnx_conv(features, features, 3, 1, rngs)
+        self.BatchNorm_1 = norm()
+        self.projection = strides != 1 or in_features != features
+        self.option_b = self.projection and shortcut == "B"
+        if self.option_b:
+            self.Conv_shortcut = _nnx_conv(in_features, features, 1, strides, rngs)
+            self.BatchNorm_shortcut = norm()
+        elif self.projection and features < in_features:
+            raise ValueError(f"shortcut 'A' cannot reduce channels ({in_features} -> {features})")
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """The block's output, ``(batch, ceil(h / strides), ceil(w / strides), features)``."""
+        y = nnx.relu(self.BatchNorm_0(self.Conv_0(x)))
+        y = self.BatchNorm_1(self.Conv_1(y))
+        if self.option_b:
+            x = self.BatchNorm_shortcut(self.Conv_shortcut(x))
+        elif self.projection:
+            x = _shortcut_a(x, self.features, self.strides)
+        return nnx.relu(y + x)
+
+
+class NNXResNet(nnx.Module):
+    """:class:`ResNet` as a Flax NNX module, with the same params and batch-stats paths.
+
+    Submodules ``Conv_0``, ``BatchNorm_0``, ``BasicBlock_0`` ... ``BasicBlock_{3n-1}`` and
+    ``Dense_0``, as in the linen model. The module starts in NNX's train mode (``.eval()`` for
+    the running averages).
+
+    Args:
+        depth: ``6n + 2`` weighted layers.
+        num_classes: number of output logits.
+        width: channels of the first stage.
+        shortcut: ``"A"`` or ``"B"``.
+        input_shape: ``(height, width, channels)`` of one example; it fixes ``Conv_0``'s input
+            channels.
+        rngs: the ``nnx.Rngs`` that initialize the weights.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = NNXResNet(depth=8, width=4, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+        >>> model(jnp.zeros((2, 8, 8, 3))).shape
+        (2, 10)
+    """
+
+    def __init__(
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        width: int = 16,
+        shortcut: str = "A",
+        *,
+        input_shape: Sequence[int] = (32, 32, 3),
+        rngs: nnx.Rngs,
+    ) -> None:
+        _check(depth, num_classes, width, shortcut)
+        in_features = _check_input_shape(input_shape, 3)[-1]
+        self.Conv_0 = _nnx_conv(in_features, width, 3, 1, rngs)
+        self.BatchNorm_0 = nnx.BatchNorm(width, momentum=_BN_MOMENTUM, rngs=rngs)
+        blocks_per_stage = (depth - 2) // 6
+        in_features, index = width, 0
+        for stage in range(3):
+            features = width * 2**stage
+            for block in range(blocks_per_stage):
+                strides = 2 if stage > 0 and block == 0 else 1
+                layer = NNXBasicBlock(in_features, features, strides, shortcut, rngs=rngs)
+                setattr(self, f"BasicBlock_{index}", layer)
+                in_features, index = features, index + 1
+        self.blocks = index
+        self.Dense_0 = nnx.Linear(in_features, num_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """The logits of NHWC images ``(batch, height, width, channels)``."""
+        if x.ndim != 4:
+            raise ValueError(f"ResNet expects NHWC input (batch, h, w, c), got shape {x.shape}")
+        x = nnx.relu(self.BatchNorm_0(self.Conv_0(x)))
+        for index in range(self.blocks):
+            x = getattr(self, f"BasicBlock_{index}")(x)
+        x = jnp.mean(x, axis=(1, 2))
+        return self.Dense_0(x)

@@ -24,10 +24,36 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-__all__ = ["VGGSmall"]
+from jaxcomp.models._lenet import _check_input_shape
+
+__all__ = ["NNXVGGSmall", "VGGSmall"]
 
 _BN_MOMENTUM = 0.9
+
+
+def _check(num_classes: int, widths: Sequence[int], convs_per_stage: int, hidden: int | None):
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    widths = tuple(widths)
+    if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"widths must be a non-empty sequence of integers >= 1, got {widths}")
+    if not isinstance(convs_per_stage, int) or convs_per_stage < 1:
+        raise ValueError(f"convs_per_stage must be an integer >= 1, got {convs_per_stage!r}")
+    if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
+        raise ValueError(f"hidden must be None or an integer >= 1, got {hidden!r}")
+
+
+def _check_x(x: jax.Array, stages: int) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"VGGSmall expects NHWC input (batch, h, w, c), got shape {x.shape}")
+    min_size = 2**stages
+    if min(x.shape[1], x.shape[2]) < min_size:
+        raise ValueError(
+            f"VGGSmall input of shape {x.shape} is too small: height and width must be >= "
+            f"{min_size} (one 2x2 pool per stage, {stages} stages)"
+        )
 
 
 class VGGSmall(nn.Module):
@@ -59,17 +85,7 @@ class VGGSmall(nn.Module):
     hidden: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {self.num_classes!r}")
-        widths = tuple(self.widths)
-        if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
-            raise ValueError(f"widths must be a non-empty sequence of integers >= 1, got {widths}")
-        if not isinstance(self.convs_per_stage, int) or self.convs_per_stage < 1:
-            raise ValueError(
-                f"convs_per_stage must be an integer >= 1, got {self.convs_per_stage!r}"
-            )
-        if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
-            raise ValueError(f"hidden must be None or an integer >= 1, got {self.hidden!r}")
+        _check(self.num_classes, self.widths, self.convs_per_stage, self.hidden)
         super().__post_init__()
 
     @nn.compact
@@ -88,14 +104,7 @@ class VGGSmall(nn.Module):
         Raises:
             ValueError: if ``x`` is not 4-D or is too small for the poolings.
         """
-        if x.ndim != 4:
-            raise ValueError(f"VGGSmall expects NHWC input (batch, h, w, c), got shape {x.shape}")
-        min_size = 2 ** len(self.widths)
-        if min(x.shape[1], x.shape[2]) < min_size:
-            raise ValueError(
-                f"VGGSmall input of shape {x.shape} is too small: height and width must be >= "
-                f"{min_size} (one 2x2 pool per stage, {len(self.widths)} stages)"
-            )
+        _check_x(x, len(self.widths))
         for width in self.widths:
             for _ in range(self.convs_per_stage):
                 x = nn.Conv(
@@ -112,3 +121,79 @@ class VGGSmall(nn.Module):
         if self.hidden is not None:
             x = nn.relu(nn.Dense(self.hidden)(x))
         return nn.Dense(self.num_classes)(x)
+
+
+class NNXVGGSmall(nnx.Module):
+    """:class:`VGGSmall` as a Flax NNX module, with the same params and batch-stats paths.
+
+    Submodules carry the linen names: ``Conv_0``, ``BatchNorm_0``, ``Conv_1``, ... in order, then
+    ``Dense_0`` (and ``Dense_1`` with a hidden layer). Batch norm uses momentum 0.9, as in linen;
+    the module starts in NNX's train mode (``.eval()`` for the running averages).
+
+    Args:
+        num_classes: number of output logits.
+        widths: output channels of each stage.
+        convs_per_stage: 3x3 convolutions per stage.
+        hidden: width of an extra ReLU dense layer before the classifier, or ``None``.
+        input_shape: ``(height, width, channels)`` of one example; it fixes ``Conv_0``'s input
+            channels.
+        rngs: the ``nnx.Rngs`` that initialize the weights.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = NNXVGGSmall(widths=(8, 16), input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+        >>> model(jnp.zeros((2, 8, 8, 3))).shape
+        (2, 10)
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: Sequence[int] = (64, 128, 256),
+        convs_per_stage: int = 2,
+        hidden: int | None = None,
+        *,
+        input_shape: Sequence[int] = (32, 32, 3),
+        rngs: nnx.Rngs,
+    ) -> None:
+        _check(num_classes, widths, convs_per_stage, hidden)
+        features = _check_input_shape(input_shape, 3)[-1]
+        self.stages = len(tuple(widths))
+        self.convs_per_stage = convs_per_stage
+        index = 0
+        for width in widths:
+            for _ in range(convs_per_stage):
+                conv = nnx.Conv(
+                    features,
+                    width,
+                    (3, 3),
+                    padding="SAME",
+                    use_bias=False,
+                    kernel_init=nnx.initializers.kaiming_normal(),
+                    rngs=rngs,
+                )
+                setattr(self, f"Conv_{index}", conv)
+                norm = nnx.BatchNorm(width, momentum=_BN_MOMENTUM, rngs=rngs)
+                setattr(self, f"BatchNorm_{index}", norm)
+                features, index = width, index + 1
+        self.dense = ("Dense_0",) if hidden is None else ("Dense_0", "Dense_1")
+        if hidden is not None:
+            self.Dense_0 = nnx.Linear(features, hidden, rngs=rngs)
+            features = hidden
+        setattr(self, self.dense[-1], nnx.Linear(features, num_classes, rngs=rngs))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """The logits of NHWC images ``(batch, height, width, channels)``."""
+        _check_x(x, self.stages)
+        index = 0
+        for _ in range(self.stages):
+            for _ in range(self.convs_per_stage):
+                x = getattr(self, f"Conv_{index}")(x)
+                x = nnx.relu(getattr(self, f"BatchNorm_{index}")(x))
+                index += 1
+            x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = jnp.mean(x, axis=(1, 2))
+        if len(self.dense) == 2:
+            x = nnx.relu(self.Dense_0(x))
+        return getattr(self, self.dense[-1])(x)
