@@ -18,15 +18,30 @@ from jaxcomp.train._state import TrainState
 __all__ = ["Checkpointer"]
 
 
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
+
+
 def _saveable(state: TrainState) -> dict[str, Any]:
-    return {
+    """The state's arrays, typed PRNG keys (its own, an NNX model's RNG streams) as key data."""
+    tree = {
         "step": state.step,
         "cparams": state.cparams,
         "comp_state": state.comp_state,
         "opt_state": state.opt_state,
         "model_state": state.model_state,
-        "key": jax.random.key_data(state.key),
+        "key": state.key,
     }
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _rewrap(template: Any, restored: Any) -> Any:
+    """Typed keys again where ``template`` has them, with the template's key implementation."""
+    return jax.tree.map(
+        lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r,
+        template,
+        restored,
+    )
 
 
 class Checkpointer:
@@ -77,14 +92,10 @@ class Checkpointer:
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} does not fit this model and transform: {e}"
             ) from e
-        return template.replace(
-            step=restored["step"],
-            cparams=restored["cparams"],
-            comp_state=restored["comp_state"],
-            opt_state=restored["opt_state"],
-            model_state=restored["model_state"],
-            key=jax.random.wrap_key_data(restored["key"], impl=jax.random.key_impl(template.key)),
+        restored = _rewrap(
+            {k: getattr(template, k) for k in target}, {k: restored[k] for k in target}
         )
+        return template.replace(**restored)
 
     def close(self) -> None:
         self._manager.close()
