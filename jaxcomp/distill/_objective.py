@@ -31,6 +31,7 @@ import numpy as np
 from jaxcomp.distill._capture import capture
 from jaxcomp.distill._terms import Outputs
 from jaxcomp.distill._terms import Term
+from jaxcomp.train import forward
 
 __all__ = ["objective", "teacher_logits"]
 
@@ -123,18 +124,16 @@ def objective(
         else:
             x, y = batch
             teacher = run_teacher(x)
-        variables = {"params": params, **state.model_state}
-        kwargs: dict[str, Any] = {} if train_kwarg is None else {train_kwarg: True}
-        if key is not None:
-            kwargs["rngs"] = {"dropout": key}
-        mutable = list(state.model_state)
         run = capture(state.apply_fn, student_layers)
-        if mutable:
-            (logits, new_model_state), feats = run(variables, x, mutable=mutable, **kwargs)
-            new_model_state = dict(new_model_state)
-        else:
-            logits, feats = run(variables, x, **kwargs)
-            new_model_state = state.model_state
+
+        def apply_fn(variables, *args, mutable=False, **kwargs):
+            # linen's convention for forward: ((logits, captured), new_model_state)
+            out, got = run(variables, *args, mutable=mutable, **kwargs)
+            return ((out[0], got), out[1]) if mutable else (out, got)
+
+        (logits, feats), new_model_state = forward(
+            state, params, x, train=True, key=key, train_kwarg=train_kwarg, apply_fn=apply_fn
+        )
         student = Outputs(logits, feats)
         values = [t.fn(student, teacher, y, params) for t in terms]
         loss = sum(t.weight * v for t, v in zip(terms, values, strict=True))

@@ -47,21 +47,35 @@ def forward(
     train: bool,
     key: jax.Array | None = None,
     train_kwarg: str | None = "train",
-) -> tuple[jax.Array, Any]:
-    """Runs the model with ``params`` and the state's collections.
+    apply_fn: Callable[..., Any] | None = None,
+) -> tuple[Any, Any]:
+    """Runs the model with ``params`` and the state's collections: the one forward pass.
+
+    Args:
+      state: the training state (its ``model_state`` and ``apply_fn``).
+      params: the dense params (``transform.apply`` of the state's ``cparams``).
+      x: the inputs.
+      train: training mode: passed as ``train_kwarg``, and the state's collections are mutable
+        (batch statistics, an NNX model's RNG streams).
+      key: the ``"dropout"`` RNG of the step, if any.
+      train_kwarg: the keyword that switches the model's mode; ``None`` for models without one.
+      apply_fn: run instead of ``state.apply_fn``, with linen's ``apply`` convention (a wrapped
+        apply, such as the student's under :func:`jaxcomp.distill.objective`).
 
     Returns:
-      ``(logits, new_model_state)``; ``new_model_state`` is the state's own when not training.
+      ``(output, new_model_state)``: the output is the logits (or what ``apply_fn`` returns);
+      ``new_model_state`` is the state's own when not training.
     """
+    apply_fn = state.apply_fn if apply_fn is None else apply_fn
     variables = {"params": params, **state.model_state}
     kwargs: dict[str, Any] = {} if train_kwarg is None else {train_kwarg: train}
     if key is not None:
         kwargs["rngs"] = {"dropout": key}
     mutable = list(state.model_state) if train else []
     if mutable:
-        logits, new_state = state.apply_fn(variables, x, mutable=mutable, **kwargs)
-        return logits, dict(new_state)
-    return state.apply_fn(variables, x, **kwargs), state.model_state
+        out, new_state = apply_fn(variables, x, mutable=mutable, **kwargs)
+        return out, dict(new_state)
+    return apply_fn(variables, x, **kwargs), state.model_state
 
 
 def supervised_objective(
