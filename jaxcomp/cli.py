@@ -3,6 +3,7 @@
 ``jaxcomp train --model lenet300 --data mnist5k --epochs 10 --out runs/lenet300`` trains a
 reference model with a progress bar, evaluates it, and writes ``metrics.jsonl``, checkpoints and
 ``report.json`` to the output folder. ``--resume`` continues from the latest checkpoint there.
+``--api nnx`` trains the model's Flax NNX twin (same architecture and params paths).
 
 ``jaxcomp compress --model lenet300 --data mnist5k --recipe deep-compression --out DIR`` runs
 Deep Compression (train dense or ``--init`` from a ``jaxcomp train`` folder, prune with retraining,
@@ -107,6 +108,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     t.add_argument("--augment", action="store_true", help="random crop and flip (32x32 images)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument("--api", choices=["linen", "nnx"], default="linen",
+                   help="flax.linen (default) or the Flax NNX twin of the model")  # fmt: skip
 
     c = sub.add_parser("compress", help="compress a model end to end into a .jcz artifact")
     c.add_argument("--model", required=True, help=f"one of {', '.join(model_names())}")
@@ -177,13 +180,19 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         raise _UsageError(str(e)) from e
     key = jax.random.key(args.seed)
     init_key, train_key = jax.random.split(key)
+    tx = optax.adam(args.lr)
     try:
-        variables = models.init(model, init_key, ds.input_shape)
+        if args.api == "nnx":  # the same architecture and params paths, as an nnx.Module
+            nnx_model = models.get(args.model, num_classes=ds.num_classes, api="nnx",
+                                   key=init_key, input_shape=ds.input_shape)  # fmt: skip
+            state = train.TrainState.create(model=nnx_model, tx=tx, key=train_key)
+        else:
+            variables = models.init(model, init_key, ds.input_shape)
+            state = train.TrainState.create(
+                apply_fn=model.apply, variables=variables, tx=tx, key=train_key
+            )
     except ValueError as e:
         raise _UsageError(f"--model {args.model} cannot take --data {args.data}: {e}") from e
-    state = train.TrainState.create(
-        apply_fn=model.apply, variables=variables, tx=optax.adam(args.lr), key=train_key
-    )
     batch_size = min(args.batch_size, ds.num_train)
     steps_per_epoch = ds.num_train // batch_size
     augment = None
@@ -221,7 +230,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "params": analysis.param_count(params),
         "nonzeros": analysis.nonzero_count(params),
-        "flops": analysis.flops(lambda v, x: model.apply(v, x, train=False), variables, example),
+        "api": args.api,
+        "flops": analysis.flops(lambda v, x: final.apply_fn(v, x, train=False), variables, example),
         "bytes_fp32": analysis.size_bytes(params, bits=32),
         "test_accuracy": ev["accuracy"],
         "test_loss": ev["loss"],

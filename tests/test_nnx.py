@@ -1,4 +1,6 @@
-"""The NNX functional bridge: jaxcomp.adapt.functional and NNXApply."""
+"""The NNX functional bridge: jaxcomp.adapt.functional and NNXApply; the CLI's --api nnx."""
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -159,3 +161,23 @@ def test_static_and_hashable_under_jit():
     assert len(traces) == 1
     np.testing.assert_allclose(run(variables, _x()), apply(variables, _x(), train=False),
                                rtol=1e-6)  # fmt: skip
+
+
+def test_cli_trains_the_nnx_twin(tmp_path):
+    from jaxcomp import cli
+
+    rng = np.random.default_rng(0)
+    x = rng.random((48, 4, 4, 1), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int32)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=x[:32], y_train=y[:32], x_test=x[32:], y_test=y[32:])
+    reports = {}
+    for api in ("linen", "nnx"):
+        out = tmp_path / api
+        args = ["train", "--model", "lenet300", "--data", str(path), "--epochs", "2",
+                "--batch-size", "16", "--out", str(out), "--no-progress", "--api", api]  # fmt: skip
+        assert cli.main(args) == 0
+        reports[api] = json.loads((out / "report.json").read_text())
+    assert reports["nnx"]["api"] == "nnx" and reports["nnx"]["steps"] == 4
+    for field in ("params", "flops", "bytes_fp32"):
+        assert reports["nnx"][field] == reports["linen"][field], field
