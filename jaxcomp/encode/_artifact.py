@@ -40,6 +40,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 
 from jaxcomp.encode._coders import check_coder
 from jaxcomp.encode._leaf import decode_leaf
@@ -157,7 +158,10 @@ def pack(
 
     Args:
       tree: dicts (str or int keys), lists, tuples, ``None`` and NamedTuples of ``jaxcomp``
-        classes, with numpy or jax arrays as leaves (dtypes of 1, 2, 4 or 8 bytes).
+        classes, with numpy or jax arrays as leaves (dtypes of 1, 2, 4 or 8 bytes); or a Flax
+        ``nnx.State``, stored as its pure dict (``nnx.to_pure_dict``, the Variable types are
+        not kept) and given back by :func:`unpack` as an ``nnx.State`` of arrays, ready for
+        ``nnx.update(model, state)``.
       metadata: a JSON-serializable dict stored alongside (a model name, accuracy, settings).
       coder: how the integer streams (relative-index gaps and codebook indices) are stored:
         ``"huffman"`` (canonical Huffman, as in Deep Compression), ``"ans"`` (ANS through
@@ -200,7 +204,8 @@ def pack(
         metadata = {}
     if not isinstance(metadata, dict):
         raise ValueError(f"pack: metadata must be a dict, got {type(metadata).__name__}")
-    node, leaves = tree_to_json(tree)
+    is_nnx_state = isinstance(tree, nnx.State)
+    node, leaves = tree_to_json(nnx.to_pure_dict(tree) if is_nnx_state else tree)
     specs = []
     for path, x in leaves:  # a loop over leaves; each leaf is encoded vectorized
         arr = _host_leaf(path, x)
@@ -220,6 +225,8 @@ def pack(
         "tree": node,
         "leaves": [_write_blobs(s, chunks, offset) for s in specs],
     }
+    if is_nnx_state:
+        meta["nnx_state"] = True
     try:
         text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as e:
@@ -323,6 +330,7 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[Any, dict[str, Any]]:
     The tree has the containers that were packed (dicts with their key order, lists, tuples,
     NamedTuples, ``None``) and numpy arrays bit-identical to the packed leaves, with their dtypes
     (jax arrays come back as numpy arrays; ``jnp.asarray`` or ``jax.device_put`` them if needed).
+    A packed ``nnx.State`` comes back as an ``nnx.State`` over its pure dict.
 
     Args:
       data: the artifact's bytes.
@@ -339,6 +347,8 @@ def unpack(data: bytes | bytearray | memoryview) -> tuple[Any, dict[str, Any]]:
     try:
         leaves = [decode_leaf(spec, blob) for spec in meta["leaves"]]
         tree = tree_from_json(meta["tree"], leaves)
+        if meta.get("nnx_state") is True:
+            tree = nnx.State(tree)
     except CorruptArtifactError:
         raise
     except Exception as e:  # anything inconsistent in a file that passed its checksums
