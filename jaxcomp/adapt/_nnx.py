@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 __all__ = ["NNXApply", "collection_name", "functional"]
@@ -119,11 +120,15 @@ def _leaf_paths(tree: Any, prefix: tuple[Any, ...], stop: set[tuple[str, ...]]) 
         yield _path_str(prefix)
 
 
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
+
+
 def _placeholder(abstract: Any) -> Any:
     """A concrete value of an abstract RNG-state leaf (key 0 or count 0)."""
-    if jax.dtypes.issubdtype(abstract.dtype, jax.dtypes.prng_key):
+    if _is_key(abstract):
         return jax.random.key(0)
-    return jax.numpy.zeros(abstract.shape, abstract.dtype)
+    return jnp.zeros(abstract.shape, abstract.dtype)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -143,26 +148,29 @@ class NNXApply:
     graphdef: Any
     abstract: tuple[tuple[tuple[Any, ...], str, nnx.Variable], ...]
 
-    def _key(self) -> tuple[Any, ...]:
-        return (
+    _key: tuple[Any, ...] = dataclasses.field(init=False, repr=False)
+    _hash: int = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # computed once: a jitted step hashes and compares its static fields on every call
+        key = (
             self.graphdef,
             tuple(
-                (
-                    path,
-                    name,
-                    type(v),
-                    jax.tree.structure(v.get_value()),
-                    tuple(jax.tree.leaves(v.get_value())),
-                )
+                (path, name, type(v), jax.tree.structure(v.get_value()),
+                 tuple(jax.tree.leaves(v.get_value())))
                 for path, name, v in self.abstract
             ),
-        )
+        )  # fmt: skip
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_hash", hash(key))
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, NNXApply) and self._key() == other._key()
+        return self is other or (
+            isinstance(other, NNXApply) and self._hash == other._hash and self._key == other._key
+        )
 
     @property
     def collections(self) -> tuple[str, ...]:
@@ -363,7 +371,12 @@ def functional(model: nnx.Module) -> tuple[NNXApply, dict[str, dict[str, Any]]]:
         variables[name] = nnx.to_pure_dict(group)
         for path, variable in nnx.to_flat_state(group):
             shapes = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variable.get_value()
+                lambda x: (
+                    jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+                    if not _is_key(x)
+                    else jax.ShapeDtypeStruct(x.shape, x.dtype)
+                ),
+                variable.get_value(),
             )
             abstract.append((path, name, variable.replace(shapes)))
     return NNXApply(graphdef, tuple(abstract)), variables
