@@ -1,11 +1,10 @@
-"""Distillation losses, feature capture, the teacher-student objective, MUNGE and SGLD."""
+"""Distillation losses, the teacher-student objective, MUNGE and SGLD."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import linen as nn
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -216,56 +215,6 @@ def test_neuron_loss_regresses_the_selected_neurons():
         distill.neuron_loss(t[:, :3], t, idx)
 
 
-# --- capture ----------------------------------------------------------------------------------
-
-
-class Block(nn.Module):
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = nn.Dense(5)(x)
-        return nn.BatchNorm(use_running_average=not train)(x)
-
-
-class Nested(nn.Module):
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = nn.relu(Block(name="block")(x, train))
-        return nn.Dense(3)(x)
-
-
-@pytest.fixture(scope="module")
-def nested():
-    model = Nested()
-    return model, jax.jit(model.init)(jax.random.key(0), jnp.ones((2, 4)))
-
-
-def test_capture_returns_the_named_layers_outputs(nested):
-    model, v = nested
-    x = jax.random.normal(jax.random.key(1), (2, 4))
-    run = jax.jit(distill.capture(model.apply, ["block/Dense_0", "block", "Dense_0"]))
-    out, feats = run(v, x)
-    np.testing.assert_allclose(out, model.apply(v, x), rtol=1e-6)
-    p = v["params"]["block"]["Dense_0"]
-    np.testing.assert_allclose(
-        feats["block/Dense_0"], x @ p["kernel"] + p["bias"][None, :], rtol=1e-5
-    )
-    h = jax.nn.relu(feats["block"])
-    q = v["params"]["Dense_0"]
-    np.testing.assert_allclose(h @ q["kernel"] + q["bias"][None, :], out, rtol=1e-5, atol=1e-6)
-    # with mutable collections the output is (logits, new_state), as from apply
-    (_, st2), f2 = distill.capture(model.apply, "block")(v, x, train=True, mutable=["batch_stats"])
-    assert "batch_stats" in st2 and f2["block"].shape == (2, 5)
-
-
-def test_capture_unknown_name_lists_the_layers(nested):
-    model, v = nested
-    with pytest.raises(ValueError, match=r"block/BatchNorm_0") as e:
-        distill.capture(model.apply, ["Dense_7"])(v, jnp.ones((2, 4)))
-    assert "Dense_7" in str(e.value)
-    with pytest.raises(ValueError, match="repeat"):
-        distill.capture(model.apply, ["Dense_0", "Dense_0"])
-
-
 # --- the teacher-student objective --------------------------------------------------------------
 
 
@@ -383,8 +332,8 @@ def test_attention_and_neuron_terms_in_an_objective():
 
     @jax.jit
     def by_hand(tv, sv):
-        _, ft = distill.capture(teacher.apply, "Conv_0")(tv, x)
-        _, fs = distill.capture(student.apply, ["Conv_0", "Dense_0"])(sv, x)
+        ft = jc.adapt.capture(teacher.apply, outputs="Conv_0")(tv, x)[1].outputs
+        fs = jc.adapt.capture(student.apply, outputs=["Conv_0", "Dense_0"])(sv, x)[1].outputs
         at = distill.attention_loss(fs["Conv_0"], ft["Conv_0"])
         return at, distill.neuron_loss(fs["Dense_0"], ft["Conv_0"], idx)
 
@@ -502,5 +451,6 @@ def test_student_models_validate_their_shapes():
         distill.ConvNet(padding="FULL")
     net, x = distill.ConvNet(), jnp.ones((1, 28, 28, 1))
     v = jax.eval_shape(net.init, jax.random.key(0), x)  # shapes only: nothing to compile
-    _, f = jax.eval_shape(distill.capture(net.apply, ["Conv_0", "Conv_1"]), v, x)
+    _, got = jax.eval_shape(jc.adapt.capture(net.apply, outputs=["Conv_0", "Conv_1"]), v, x)
+    f = got.outputs
     assert f["Conv_0"].shape == (1, 24, 24, 8) and f["Conv_1"].shape == (1, 8, 8, 16)  # LeNet-5's

@@ -1,12 +1,15 @@
 """jaxcomp.quant weight sharing: k-means (Deep Compression), Hessian-weighted k-means, ECSQ,
 product and residual quantization with Q-CNN's error correction."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
 
+import jaxcomp as jc
 from jaxcomp import quant
 
 
@@ -206,16 +209,17 @@ class _Net(nn.Module):
         return nn.Dense(8)(x)
 
 
-def test_layer_inputs_rows_times_kernel_is_the_layer_output():
+def test_captured_rows_times_kernel_is_the_layer_output():
     net = _Net()
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
     v = net.init(jax.random.key(1), x)
-    rows = quant.layer_inputs(net.apply, v, x)
+    rows = jc.adapt.capture(net.apply, inputs=re.compile(""), rows=True)(v, x)[1].inputs
+    assert set(rows) == {"Conv_0", "Dense_0"}  # the model itself is no Dense or Conv
     k = v["params"]["Conv_0"]["kernel"]
     conv = nn.Conv(6, (3, 3), padding="VALID").apply({"params": v["params"]["Conv_0"]}, x)
-    got = rows["Conv_0/kernel"] @ k.reshape(-1, 6) + v["params"]["Conv_0"]["bias"][None, :]
+    got = rows["Conv_0"] @ k.reshape(-1, 6) + v["params"]["Conv_0"]["bias"][None, :]
     np.testing.assert_allclose(got, conv.reshape(-1, 6), rtol=1e-5, atol=1e-5)
-    assert rows["Dense_0/kernel"].shape == (2, 96)
+    assert rows["Dense_0"].shape == (2, 96)
 
 
 def test_qcnn_error_correction_lowers_the_response_error():

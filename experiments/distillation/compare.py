@@ -124,7 +124,8 @@ def dense_methods(t_apply, tv, data, cfg) -> dict[str, Callable[[int], dict[str,
         )
         return {"accuracy": acc}
 
-    feats = jax.jit(distill.capture(t_apply, ["Dense_1"]))(tv, data.x_train)[1]["Dense_1"]
+    _, got = jax.jit(jc.adapt.capture(t_apply, outputs="Dense_1"))(tv, data.x_train)
+    feats = got.outputs["Dense_1"]
     idx = distill.select_neurons(feats, cfg["hidden"], criterion="variance")
 
     def neurons(seed):

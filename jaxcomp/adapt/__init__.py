@@ -1,5 +1,9 @@
 """Apply adapters: run unchanged Flax models whose layers hold other params or kinds of params."""
 
+from jaxcomp.adapt._capture import Captured
+from jaxcomp.adapt._capture import capture
+from jaxcomp.adapt._config import LayerConfig
+from jaxcomp.adapt._config import layer_config
 from jaxcomp.adapt._factorized import MAX_SLICE_TAPS
 from jaxcomp.adapt._factorized import ConvSpec
 from jaxcomp.adapt._factorized import FactoredKernel
@@ -24,11 +28,14 @@ from jaxcomp.adapt._nnx import functional
 __all__ = [
     "MAX_SLICE_TAPS",
     "PASS",
+    "Captured",
     "ConvSpec",
     "FactoredKernel",
     "Handler",
     "Layer",
+    "LayerConfig",
     "NNXApply",
+    "capture",
     "collection_name",
     "conv",
     "conv_patches",
@@ -39,6 +46,7 @@ __all__ = [
     "functional",
     "grouped_conv",
     "intercept",
+    "layer_config",
     "layer_path",
     "run_factorized",
     "window_slices",

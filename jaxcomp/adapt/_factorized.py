@@ -7,14 +7,15 @@ convolutional neural networks using fine-tuned CP-decomposition", 2015, arXiv:14
 al., "Compression of deep convolutional neural networks for fast and low power mobile
 applications", 2016, arXiv:1511.06530) only saves time if inference runs the factors instead of
 the dense kernel they stand for. Training rebuilds the dense kernel (``transform.apply``) and runs
-the model as written; inference wraps the unchanged model with :func:`run_factorized`, whose
-handler finds each ``nn.Dense`` or ``nn.Conv`` whose ``kernel`` param is a *factored kernel* (an
-object with a ``to_dense()`` method, such as the nodes of :mod:`jaxcomp.lowrank`) and computes the
-layer's output from the factors:
+the model as written; inference wraps the unchanged model (linen, or NNX through
+:func:`jaxcomp.adapt.functional`) with :func:`run_factorized`, whose handler finds each Dense or
+Conv layer (``nn.Dense`` / ``nnx.Linear``, ``nn.Conv`` / ``nnx.Conv``) whose ``kernel`` param is
+a *factored kernel* (an object with a ``to_dense()`` method, such as the nodes of
+:mod:`jaxcomp.lowrank`) and computes the layer's output from the factors:
 
-* ``nn.Dense``: ``kernel.matmul(x, precision)`` when the node has it and the layer uses the
+* Dense: ``kernel.matmul(x, precision)`` when the node has it and the layer uses the
   default ``lax.dot_general``;
-* ``nn.Conv``: ``kernel.conv(x, spec)``, where ``spec`` is the layer's own strides, explicit zero
+* Conv: ``kernel.conv(x, spec)``, where ``spec`` is the layer's own strides, explicit zero
   padding, kernel dilation and precision (:class:`ConvSpec`), when the node has it and the layer's
   configuration is one the fast path covers (zero padding of any form, ``feature_group_count=1``,
   no input dilation, no mask, the default ``lax`` convolution).
@@ -43,9 +44,12 @@ from typing import runtime_checkable
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 from jax import lax
 
+from jaxcomp.adapt._config import CONV
+from jaxcomp.adapt._config import DENSE
+from jaxcomp.adapt._config import LayerConfig
+from jaxcomp.adapt._config import layer_config
 from jaxcomp.adapt._intercept import PASS
 from jaxcomp.adapt._intercept import Layer
 from jaxcomp.adapt._intercept import intercept
@@ -209,40 +213,52 @@ def window_slices(
     return pieces
 
 
-def conv_patches(module: nn.Conv, x: jax.Array) -> jax.Array:
-    """The im2col patches of ``x`` for ``module``'s convolution, ``(positions, kh*kw*in)``.
+def conv_patches(layer: Any, x: jax.Array) -> jax.Array:
+    """The im2col patches of ``x`` for a convolution, ``(positions, kh*kw*in)``.
 
     Ordered like ``kernel.reshape(-1, out)``, so ``conv_patches(m, x) @ kernel.reshape(-1, out)``
     is the convolution without bias.
 
+    Args:
+      layer: a ``Conv`` module (linen or NNX) or its :class:`jaxcomp.adapt.LayerConfig`.
+      x: the input, ``(N, *spatial, C)`` (further leading batch axes are flattened).
+
     Raises:
-      ValueError: grouped or circular convolutions (not supported).
+      ValueError: not a convolution, or a grouped, masked or non-zero-padded one.
     """
-    ks = _kernel_size(module)
-    nd = len(ks)
-    if module.feature_group_count != 1:
+    cfg = _config(layer, "conv_patches")
+    if cfg.kind != CONV:
+        raise ValueError(f"conv_patches: layer must be a Conv, got a {cfg.kind} layer")
+    if cfg.groups != 1:
         raise ValueError("conv_patches: grouped convolutions (feature_group_count > 1) unsupported")
-    pad = module.padding
-    if isinstance(pad, str):
-        if pad.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"conv_patches: padding {pad!r} is not supported (SAME, VALID, ints)")
-        pad = pad.upper()
-    elif isinstance(pad, int):
-        pad = [(pad, pad)] * nd
-    else:
-        pad = [(p, p) if isinstance(p, int) else tuple(p) for p in pad]
+    if cfg.mask is not None:
+        raise ValueError("conv_patches: masked convolutions are not supported")
+    pad = cfg.padding
+    if isinstance(pad, str) and pad not in ("SAME", "VALID"):
+        raise ValueError(f"conv_patches: padding {pad!r} is not supported (SAME, VALID, ints)")
+    ks = cfg.kernel_size
+    nd = len(ks)
+    x = x.reshape((-1, *x.shape[x.ndim - (nd + 1) :]))
     spatial = string.ascii_uppercase[:nd].replace("C", "Z").replace("N", "Y")
     lhs = "N" + spatial + "C"
     dn = (lhs, spatial + "IO", lhs)
     p = jax.lax.conv_general_dilated_patches(
-        x, ks, _tuple(module.strides, nd), pad,
-        lhs_dilation=_tuple(module.input_dilation, nd),
-        rhs_dilation=_tuple(module.kernel_dilation, nd),
-        dimension_numbers=dn,
+        x, ks, cfg.strides, pad, lhs_dilation=cfg.input_dilation,
+        rhs_dilation=cfg.kernel_dilation, dimension_numbers=dn,
     )  # fmt: skip
     cin = x.shape[-1]
     p = p.reshape((-1, cin, *ks))
     return jnp.moveaxis(p, 1, -1).reshape((p.shape[0], -1))
+
+
+def _config(layer: Any, what: str) -> LayerConfig:
+    cfg = layer if isinstance(layer, LayerConfig) else layer_config(layer)
+    if cfg is None:
+        raise ValueError(
+            f"{what}: layer must be a Dense or Conv (linen or NNX) or a LayerConfig, got "
+            f"{type(layer).__name__}"
+        )
+    return cfg
 
 
 def depthwise(x: jax.Array, weights: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -309,65 +325,49 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, spec: ConvSpec, groups: int) -
     return jnp.concatenate(outs, axis=-1)
 
 
-def _tuple(x: int | Sequence[int] | None, n: int) -> tuple[int, ...]:
-    if x is None:
-        return (1,) * n
-    if isinstance(x, int):
-        return (x,) * n
-    return tuple(int(v) for v in x)
-
-
-def _kernel_size(module: nn.Module) -> tuple[int, ...]:
-    k = module.kernel_size
-    return (k,) if isinstance(k, int) else tuple(k)
-
-
 def _explicit_padding(padding: Any, in_shape, kernel_size, strides, dilation):
-    """Explicit ``(low, high)`` pairs for a flax padding, or None for a non-zero padding mode."""
-    n = len(kernel_size)
+    """Explicit ``(low, high)`` pairs for a canonical padding, or None for a non-zero mode."""
     if isinstance(padding, str):
-        mode = padding.upper()
-        if mode not in ("SAME", "VALID", "SAME_LOWER"):
+        if padding not in ("SAME", "VALID", "SAME_LOWER"):
             return None  # CIRCULAR, REFLECT, CAUSAL: not zero padding
         window = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation)]
-        return tuple(tuple(p) for p in lax.padtype_to_pads(in_shape, window, strides, mode))
-    if isinstance(padding, int):
-        return ((padding, padding),) * n
-    pads = []
-    for p in padding:
-        pads.append((p, p) if isinstance(p, int) else tuple(int(v) for v in p))
-    return tuple(pads) if len(pads) == n else None
+        return tuple(tuple(p) for p in lax.padtype_to_pads(in_shape, window, strides, padding))
+    return tuple(padding) if len(padding) == len(kernel_size) else None
 
 
-def conv_spec(module: nn.Module, x: jax.Array, *, depthwise: str = "auto") -> ConvSpec | None:
-    """The :class:`ConvSpec` of an ``nn.Conv`` for the (batch-flattened) input ``x``.
+def conv_spec(layer: Any, x: jax.Array, *, depthwise: str = "auto") -> ConvSpec | None:
+    """The :class:`ConvSpec` of a ``Conv`` layer for the (batch-flattened) input ``x``.
 
-    Returns None when the layer's configuration is outside the fast path (non-zero padding modes,
-    grouped convolutions, input dilation, a mask, unshared weights, a custom convolution).
+    Args:
+      layer: a ``Conv`` module (linen or NNX) or its :class:`jaxcomp.adapt.LayerConfig`.
+      x: the input, ``(N, *spatial, C)``.
+      depthwise: the spec's ``depthwise`` field.
+
+    Returns:
+      The spec, or None when the layer's configuration is outside the fast path (non-zero padding
+      modes, grouped convolutions, input dilation, a mask, unshared weights, a custom
+      convolution).
     """
-    ks = _kernel_size(module)
-    n = len(ks)
+    cfg = _config(layer, "conv_spec")
+    n = len(cfg.kernel_size)
     if (
-        module.feature_group_count != 1
-        or _tuple(module.input_dilation, n) != (1,) * n
-        or module.mask is not None
-        or not getattr(module, "shared_weights", True)
-        or getattr(module, "conv_general_dilated", None) is not None
-        or getattr(module, "conv_general_dilated_cls", None) is not None
+        cfg.kind != CONV
+        or cfg.groups != 1
+        or cfg.input_dilation != (1,) * n
+        or cfg.mask is not None
+        or not cfg.default_product
     ):
         return None
-    strides = _tuple(module.strides, n)
-    dilation = _tuple(module.kernel_dilation, n)
-    padding = _explicit_padding(module.padding, x.shape[1:-1], ks, strides, dilation)
+    padding = _explicit_padding(cfg.padding, x.shape[1:-1], cfg.kernel_size, cfg.strides,
+                                cfg.kernel_dilation)  # fmt: skip
     if padding is None:
         return None
-    return ConvSpec(strides, padding, dilation, module.precision, depthwise)
+    return ConvSpec(cfg.strides, padding, cfg.kernel_dilation, cfg.precision, depthwise)
 
 
 def _run_dense(layer: Layer, kernel: jax.Array) -> jax.Array:
     """Runs the module's own code with the rebuilt dense kernel (the always-correct fallback)."""
-    params = {**layer.params, "kernel": kernel}
-    return layer.module.clone(parent=None).apply({"params": params}, *layer.args, **layer.kwargs)
+    return layer.run({**layer.params, "kernel": kernel}, *layer.args, **layer.kwargs)
 
 
 def _cast(node: Any, dtype: Any) -> Any:
@@ -376,9 +376,9 @@ def _cast(node: Any, dtype: Any) -> Any:
     )
 
 
-def _dtype(module: nn.Module, x: jax.Array, node: Any, bias: Any) -> Any:
-    if getattr(module, "dtype", None) is not None:
-        return module.dtype
+def _dtype(cfg: LayerConfig, x: jax.Array, node: Any, bias: Any) -> Any:
+    if cfg.dtype is not None:
+        return cfg.dtype
     floats = [a for a in jax.tree.leaves((node, bias)) if jnp.issubdtype(a.dtype, jnp.floating)]
     return jnp.result_type(x, *floats)
 
@@ -389,32 +389,30 @@ def _add_bias(y: jax.Array, bias: Any) -> jax.Array:
     return y + jnp.reshape(bias, (1,) * (y.ndim - bias.ndim) + bias.shape)
 
 
-def _promote(layer: Layer, node: Any, x: jax.Array) -> tuple[Any, jax.Array, Any]:
+def _promote(layer: Layer, cfg: LayerConfig, node: Any, x: jax.Array) -> tuple[Any, jax.Array, Any]:
     """The node, the input and the bias (or None) in the layer's computation dtype."""
-    bias = layer.params.get("bias") if layer.module.use_bias else None
-    dtype = _dtype(layer.module, x, node, bias)
+    bias = layer.params.get("bias") if cfg.use_bias else None
+    dtype = _dtype(cfg, x, node, bias)
     return _cast(node, dtype), x.astype(dtype), None if bias is None else bias.astype(dtype)
 
 
-def _run_conv(layer: Layer, node: Any, x: jax.Array, impl: str) -> Any:
-    m = layer.module
-    nb = x.ndim - (len(_kernel_size(m)) + 1)
+def _run_conv(layer: Layer, cfg: LayerConfig, node: Any, x: jax.Array, impl: str) -> Any:
+    nb = x.ndim - (len(cfg.kernel_size) + 1)
     batch = x.shape[:nb]
     xf = jnp.reshape(x, (-1, *x.shape[nb:]))
-    spec = conv_spec(m, xf, depthwise=impl)
+    spec = conv_spec(cfg, xf, depthwise=impl)
     if spec is None:
         return PASS
-    node, xf, bias = _promote(layer, node, xf)
+    node, xf, bias = _promote(layer, cfg, node, xf)
     y = _add_bias(node.conv(xf, spec), bias)
     return jnp.reshape(y, (*batch, *y.shape[1:]))
 
 
-def _run_matmul(layer: Layer, node: Any, x: jax.Array) -> Any:
-    m = layer.module
-    if m.dot_general is not None or m.dot_general_cls is not None:
+def _run_matmul(layer: Layer, cfg: LayerConfig, node: Any, x: jax.Array) -> Any:
+    if not cfg.default_product:
         return PASS  # a custom product (quantized, sharded): the layer's own code runs it
-    node, x, bias = _promote(layer, node, x)
-    return _add_bias(node.matmul(x, m.precision), bias)
+    node, x, bias = _promote(layer, cfg, node, x)
+    return _add_bias(node.matmul(x, cfg.precision), bias)
 
 
 _IMPLS = ("auto", "slices", "conv")
@@ -446,12 +444,13 @@ def factorized_handler(*, depthwise: str = "auto") -> Callable[[Layer], Any]:
         if not isinstance(node, FactoredKernel):
             return PASS
         out: Any = PASS
-        if len(layer.args) == 1 and not layer.kwargs:
+        cfg = layer.config
+        if cfg is not None and len(layer.args) == 1 and not layer.kwargs:
             x = layer.args[0]
-            if type(layer.module) is nn.Dense and hasattr(node, "matmul"):
-                out = _run_matmul(layer, node, x)
-            elif type(layer.module) is nn.Conv and hasattr(node, "conv"):
-                out = _run_conv(layer, node, x, depthwise)
+            if cfg.kind == DENSE and hasattr(node, "matmul"):
+                out = _run_matmul(layer, cfg, node, x)
+            elif cfg.kind == CONV and hasattr(node, "conv"):
+                out = _run_conv(layer, cfg, node, x, depthwise)
         if out is PASS:
             out = _run_dense(layer, node.to_dense())
         return out
@@ -468,7 +467,8 @@ def run_factorized(
     """Wraps an unchanged model's ``apply`` so that factorized layers run as their factors.
 
     Args:
-      apply_fn: ``model.apply`` of a ``flax.linen`` model.
+      apply_fn: ``model.apply`` of a ``flax.linen`` model, or the
+        :class:`jaxcomp.adapt.NNXApply` of an NNX one (:func:`jaxcomp.adapt.functional`).
       depthwise: how depthwise convolutions (CP, monochromatic, separable bases) run:
         ``"auto"`` (shifted slices on CPU and for small kernels elsewhere, grouped convolutions
         for larger kernels off the CPU; :func:`depthwise_impl`), ``"slices"`` or

@@ -1,9 +1,9 @@
 """Knowledge distillation: losses, feature capture, teacher-student training, Net2Net.
 
 Losses are pure functions in the manner of optax's (:func:`kd_loss`, :func:`mimic_loss`,
-:func:`hint_loss`, :func:`attention_loss`, :func:`neuron_loss`); :func:`capture` taps named
-layers of an unchanged Flax model; :func:`objective` turns weighted :class:`Term` s into an
-objective for :func:`jaxcomp.train.make_train_step`; :func:`pseudo_data` (MUNGE) and
+:func:`hint_loss`, :func:`attention_loss`, :func:`neuron_loss`); :func:`jaxcomp.adapt.capture`
+taps named layers of an unchanged Flax model; :func:`objective` turns weighted :class:`Term` s into
+an objective for :func:`jaxcomp.train.make_train_step`; :func:`pseudo_data` (MUNGE) and
 :func:`bayesian_dark_knowledge` (SGLD) are the data-side methods; :func:`wider` and
 :func:`deeper` are Net2Net's function-preserving growth. See ``docs/distillation.md``.
 """
@@ -14,7 +14,6 @@ from jaxcomp.distill._bdk import BayesianDarkKnowledge
 from jaxcomp.distill._bdk import BayesianDarkKnowledgeState
 from jaxcomp.distill._bdk import bayesian_dark_knowledge
 from jaxcomp.distill._bdk import sgld_step
-from jaxcomp.distill._capture import capture
 from jaxcomp.distill._hints import REGRESSORS
 from jaxcomp.distill._hints import add_regressors
 from jaxcomp.distill._hints import hint_loss
@@ -59,7 +58,6 @@ __all__ = [
     "attention_map",
     "attention_term",
     "bayesian_dark_knowledge",
-    "capture",
     "deeper",
     "hint_loss",
     "hint_term",

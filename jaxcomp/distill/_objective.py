@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.distill._capture import capture
+from jaxcomp.adapt import capture
 from jaxcomp.distill._terms import Outputs
 from jaxcomp.distill._terms import Term
 from jaxcomp.train import forward
@@ -106,11 +106,11 @@ def objective(
     teacher_layers = _union([t.teacher_layers for t in terms])
     if teacher_kwargs is None:
         teacher_kwargs = {} if train_kwarg is None else {train_kwarg: False}
-    teacher_fn = capture(teacher_apply, teacher_layers)
+    teacher_fn = capture(teacher_apply, outputs=teacher_layers)
 
     def run_teacher(x):
-        logits, feats = teacher_fn(teacher_variables, x, **teacher_kwargs)
-        return jax.lax.stop_gradient(Outputs(logits, feats))
+        logits, got = teacher_fn(teacher_variables, x, **teacher_kwargs)
+        return jax.lax.stop_gradient(Outputs(logits, got.outputs))
 
     def obj(params, state, batch, key):
         if len(batch) == 3:
@@ -124,17 +124,17 @@ def objective(
         else:
             x, y = batch
             teacher = run_teacher(x)
-        run = capture(state.apply_fn, student_layers)
+        run = capture(state.apply_fn, outputs=student_layers)
 
         def apply_fn(variables, *args, mutable=False, **kwargs):
             # linen's convention for forward: ((logits, captured), new_model_state)
             out, got = run(variables, *args, mutable=mutable, **kwargs)
             return ((out[0], got), out[1]) if mutable else (out, got)
 
-        (logits, feats), new_model_state = forward(
+        (logits, got), new_model_state = forward(
             state, params, x, train=True, key=key, train_kwarg=train_kwarg, apply_fn=apply_fn
         )
-        student = Outputs(logits, feats)
+        student = Outputs(logits, got.outputs)
         values = [t.fn(student, teacher, y, params) for t in terms]
         loss = sum(t.weight * v for t, v in zip(terms, values, strict=True))
         metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}

@@ -1,7 +1,7 @@
 """Loss terms for teacher-student training: each distillation loss, with the layers it reads.
 
 A :class:`Term` is what :func:`jaxcomp.distill.objective` sums: a weight, the student and teacher
-layers whose features it needs (captured with :func:`jaxcomp.distill.capture`), and a function of
+layers whose features it needs (captured with :func:`jaxcomp.adapt.capture`), and a function of
 both networks' outputs. The builders here wrap the losses of this package; a custom term is a
 :class:`Term` built by hand.
 

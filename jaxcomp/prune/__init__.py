@@ -5,9 +5,7 @@ gradual and iterative schedules, ERK and sensitivity-based per-layer sparsities,
 penalties, HashedNets and soft weight-sharing. See ``docs/pruning.md``.
 """
 
-from jaxcomp.prune._capture import conv_patches
 from jaxcomp.prune._capture import layer_hessians
-from jaxcomp.prune._capture import layer_inputs
 from jaxcomp.prune._criteria import MagnitudeState
 from jaxcomp.prune._criteria import RandomState
 from jaxcomp.prune._criteria import TaylorState
@@ -73,7 +71,6 @@ __all__ = [
     "TaylorState",
     "apply_masks",
     "biased_decay",
-    "conv_patches",
     "erk",
     "erk_sparsities",
     "exact_hessian_diag",
@@ -89,7 +86,6 @@ __all__ = [
     "l2",
     "layer_hessian",
     "layer_hessians",
-    "layer_inputs",
     "layerwise_masks",
     "magnitude",
     "mask_grad",

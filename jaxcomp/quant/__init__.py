@@ -39,7 +39,6 @@ from jaxcomp.quant._lab import LossAwareBinaryState
 from jaxcomp.quant._lab import lab_scale
 from jaxcomp.quant._lab import loss_aware_binary
 from jaxcomp.quant._layers import contraction
-from jaxcomp.quant._layers import layer_inputs
 from jaxcomp.quant._nodes import CodebookArray
 from jaxcomp.quant._nodes import ProductQuantizedArray
 from jaxcomp.quant._nodes import QuantizedArray
@@ -91,7 +90,6 @@ __all__ = [
     "kmeans_1d",
     "kmeans_vectors",
     "lab_scale",
-    "layer_inputs",
     "loss_aware_binary",
     "minmax",
     "moving_average",

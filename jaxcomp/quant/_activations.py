@@ -56,7 +56,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from jaxcomp.adapt import PASS
 from jaxcomp.adapt import Layer
@@ -69,7 +68,6 @@ from jaxcomp.quant._core import sign_ste
 from jaxcomp.quant._intops import qat_linear
 from jaxcomp.quant._layers import add_bias
 from jaxcomp.quant._layers import contraction
-from jaxcomp.quant._layers import is_linear
 from jaxcomp.quant._observers import Observer
 from jaxcomp.quant._observers import moving_average
 
@@ -127,17 +125,19 @@ def input_qparams(
       ``(scale, zero_point)``, scalars.
     """
     xs = jax.lax.stop_gradient(x)
-    m = layer.module
-    mutable = m.is_mutable_collection(STATS)
-    st = None
-    if mutable or m.has_variable(STATS, "input"):
-        var = m.variable(STATS, "input", observer.init, ())
-        if mutable and not m.is_initializing():
+    mutable = layer.is_mutable(STATS)
+    st = layer.get_variable(STATS, "input")
+    if mutable:
+        if st is None:
+            st = observer.init(())
+            if layer.initializing:
+                layer.put_variable(STATS, "input", st)
+        if not layer.initializing:
             # the observer has now seen at least this batch, so its range is the one to use (the
             # batch's own range is computed once, inside observe)
-            var.value = observer.observe(var.value, xs)
-            return qparams_from_range(var.value.lo, var.value.hi, bits=bits, symmetric=symmetric)
-        st = var.value
+            st = observer.observe(st, xs)
+            layer.put_variable(STATS, "input", st)
+            return qparams_from_range(st.lo, st.hi, bits=bits, symmetric=symmetric)
     lo, hi = observer.range_of(xs, None)
     if st is not None:
         seen = st.count > 0
@@ -147,10 +147,11 @@ def input_qparams(
 
 def _xnor(layer: Layer, x: jax.Array) -> jax.Array:
     """XNOR-Net: ``(sign(x) (*) W) * K + b`` with ``K`` the receptive-field mean of ``|x|``."""
-    op = contraction(layer.module, path=layer.path)
+    cfg = layer.config
+    op = contraction(cfg, path=layer.path)
     kernel = layer.params["kernel"]
     a = jnp.mean(jnp.abs(x), axis=-1, keepdims=True)
-    if isinstance(layer.module, nn.Dense):
+    if cfg.kind == "dense":
         k = a
     else:
         n = kernel.ndim - 2
@@ -171,9 +172,11 @@ def activations(
     """Wraps a Flax ``apply`` so that the inputs of the matched layers are quantized.
 
     Args:
-      apply_fn: ``model.apply`` (or any function that runs linen modules).
+      apply_fn: ``model.apply`` (or any function that runs linen modules), or the
+        :class:`jaxcomp.adapt.NNXApply` of an NNX model (:func:`jaxcomp.adapt.functional`).
       rules: ordered ``[(regex, value), ...]`` over layer paths (``re.search``; first match wins).
-        Only ``nn.Dense`` and ``nn.Conv`` layers are quantized. A value is bits (an int in
+        Only Dense and Conv layers (``nn.Dense``/``nnx.Linear``, ``nn.Conv``/``nnx.Conv``) are
+        quantized. A value is bits (an int in
         [2, 16]), ``1`` (binary, hard-tanh STE), ``"xnor"``, a function of the input, or None.
       symmetric: symmetric (zero point 0) or affine ranges for the bit-width rules.
       observer: the calibration observer of each layer's input range (per tensor);
@@ -208,7 +211,7 @@ def activations(
 
     def make_handler(matched: set[str]):
         def handler(layer: Layer):
-            if "kernel" not in layer.params or not is_linear(layer.module):
+            if "kernel" not in layer.params or layer.config is None:
                 return PASS
             value = None
             for pattern, rx, v in compiled:
@@ -227,7 +230,7 @@ def activations(
                 return layer.call(sign_ste(x, clip=1.0), *rest, **layer.kwargs)
             scale, zp = input_qparams(layer, x, bits=value, symmetric=symmetric, observer=observer)
             if int_matmul:
-                op = contraction(layer.module, path=layer.path)
+                op = contraction(layer.config, path=layer.path)
                 y = qat_linear(op, x, layer.params["kernel"], scale, zp, bits=value,
                                symmetric=symmetric)  # fmt: skip
                 return add_bias(y, layer.params.get("bias"))

@@ -40,7 +40,6 @@ from jaxcomp.quant._core import quantize
 from jaxcomp.quant._intops import int_linear
 from jaxcomp.quant._layers import add_bias
 from jaxcomp.quant._layers import contraction
-from jaxcomp.quant._layers import is_linear
 from jaxcomp.quant._nodes import QuantizedArray
 from jaxcomp.quant._observers import Observer
 from jaxcomp.quant._observers import moving_average
@@ -73,7 +72,8 @@ def run_int8(
     """Wraps a Flax ``apply`` to run layers with :class:`QuantizedArray` kernels in int8.
 
     Args:
-      apply_fn: ``model.apply``.
+      apply_fn: ``model.apply``, or the :class:`jaxcomp.adapt.NNXApply` of an NNX model
+        (:func:`jaxcomp.adapt.functional`).
       bits: the bit width of the on-the-fly input quantization, in [2, 8].
       symmetric: symmetric (zero point 0) or affine input ranges.
       observer: the observer whose ``"quant_stats"`` hold calibrated input ranges (the one used
@@ -87,7 +87,7 @@ def run_int8(
     Raises:
       ValueError: when called, a quantized kernel with more than 8 bits, affine codes, or
         per-channel scales on another axis than the last; a quantized kernel in a layer other than
-        ``nn.Dense`` / ``nn.Conv``.
+        a Dense or Conv (linen or NNX).
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -114,16 +114,17 @@ def run_int8(
                     "QuantizedArray kernels run in int8 (jc.to_dense decodes others)"
                 )
             return PASS
-        if not is_linear(layer.module):
+        cfg = layer.config
+        if cfg is None:
             raise ValueError(
-                f"run_int8: layer {layer.path!r} is a {type(layer.module).__name__}; only nn.Dense "
-                "and nn.Conv run in int8"
+                f"run_int8: layer {layer.path!r} is a {type(layer.module).__name__}; only Dense "
+                "(nn.Dense, nnx.Linear) and Conv (nn.Conv, nnx.Conv) layers run in int8"
             )
         _check_kernel(kernel, layer.path)
         x = layer.args[0]
         sx, zx = input_qparams(layer, x, bits=bits, symmetric=symmetric, observer=obs)
         xq = quantize(x, sx, zx, bits=bits, symmetric=symmetric)
-        op = contraction(layer.module, path=layer.path)
+        op = contraction(cfg, path=layer.path)
         y = int_linear(op, xq, kernel.codes.astype(jnp.int8), sx, zx, kernel.scale,
                        symmetric=symmetric)  # fmt: skip
         return add_bias(y.astype(kernel.dtype), layer.params.get("bias"))
