@@ -70,7 +70,7 @@ def layer_hessian(x: jax.Array, *, damping: float = 1e-2) -> jax.Array:
     (as in OBC and SparseGPT); ``damping=0`` gives the plain Gram matrix.
 
     Args:
-      x: ``(n, fan_in)`` layer inputs (:func:`jaxcomp.prune.layer_inputs`).
+      x: ``(n, fan_in)`` layer inputs (:func:`jaxcomp.adapt.capture` with ``rows=True``).
       damping: ``>= 0``.
 
     Returns:
@@ -145,7 +145,7 @@ def obs_kernel(
 
     Args:
       kernel: ``(in, out)`` (Dense) or ``(..., in, out)`` (convolution; all axes but the last are
-        the fan-in, ordered like :func:`jaxcomp.prune.conv_patches`).
+        the fan-in, ordered like :func:`jaxcomp.adapt.conv_patches`).
       hessian: ``(fan_in, fan_in)``, symmetric positive definite (:func:`layer_hessian`).
       sparsity: a number in ``[0, 1)``, or a sequence of them (computed in one pass).
 

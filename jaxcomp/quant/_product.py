@@ -9,7 +9,7 @@ quantization (Gong et al. 2014) quantizes the error again, ``stages`` times, and
 
 Wu et al. (2016, Q-CNN) observe that what matters is the layer's response, not its weights: with
 calibration inputs ``X`` (``inputs=``, the layer's input rows, im2col patches for convolutions, see
-:func:`jaxcomp.quant.layer_inputs`) they fit the sub-space codebooks to minimize
+:func:`jaxcomp.adapt.capture`) they fit the sub-space codebooks to minimize
 ``||X W - X W_hat||^2``. Starting from plain product quantization, each round visits every
 sub-space ``m`` and, holding the others fixed, (1) assigns each output column the codeword whose
 response ``X_m c`` is nearest to the residual response ``R = X W - sum_{m' != m} X_m' W_hat_m'``
@@ -243,7 +243,7 @@ def product_quant(
       iterations: k-means iterations.
       key: the PRNG key of the k-means initialization (required).
       inputs: Q-CNN error correction: ``{leaf path: X}`` with ``X`` the layer's calibration
-        inputs as ``(N, D)`` rows (:func:`jaxcomp.quant.layer_inputs` builds them); the codebooks
+        inputs as ``(N, D)`` rows (:func:`jaxcomp.adapt.capture` builds them); the codebooks
         of those leaves then minimize ``||X W - X W_hat||`` instead of ``||W - W_hat||``.
       rounds: error-correction rounds over all sub-spaces.
       where: the kernels to quantize (default :func:`jaxcomp.select.kernels`).
