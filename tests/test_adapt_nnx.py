@@ -67,6 +67,26 @@ def test_handlers_see_the_same_layers(lenet):
     assert conv.padding == "VALID"
 
 
+@pytest.mark.parametrize("name", ["lenet300", "vgg_small", "resnet20"])
+def test_every_model_shows_handlers_the_same_layers(name):
+    # shapes only (jax.eval_shape): the handlers run while tracing, nothing is computed
+    nnx_apply, v = jc.adapt.functional(jc.models.get(name, api="nnx", key=jax.random.key(0)))
+    x = jnp.zeros((2, *jc.models.input_shape(name)))
+
+    def record(seen):
+        def handler(layer):
+            c = layer.config
+            seen.append((layer.path, c, jax.tree.map(jnp.shape, layer.params)))
+            return jc.adapt.PASS
+
+        return handler
+
+    seen_l, seen_n = [], []
+    jax.eval_shape(jc.adapt.intercept(jc.models.get(name).apply, record(seen_l)), v, x)
+    jax.eval_shape(jc.adapt.intercept(nnx_apply, record(seen_n)), v, x)
+    assert len(seen_n) > 3 and seen_n == seen_l
+
+
 def test_a_handler_replaces_and_reruns_a_layer(lenet):
     linen_apply, nnx_apply, v, x = lenet
 
