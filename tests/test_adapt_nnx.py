@@ -213,3 +213,28 @@ def test_model_collections_and_adapter_collections_together():
         jc.adapt.intercept(
             nnx_apply, lambda layer: layer.put_variable("quant_stats", "input", 1.0)
         )(v, x)
+
+
+class _DropNet(nnx.Module):
+    def __init__(self, rngs):
+        self.Dense_0 = nnx.Linear(4, 8, rngs=rngs)
+        self.Dropout_0 = nnx.Dropout(0.5, rngs=rngs)
+        self.Dense_1 = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.Dense_1(self.Dropout_0(self.Dense_0(x)))
+
+
+def test_train_rngs_and_mutable_pass_through_to_the_module():
+    nnx_apply, v = jc.adapt.functional(_DropNet(nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(1), (5, 4))
+    kw = dict(train=True, rngs={"dropout": jax.random.key(2)}, mutable=["rng_state"])
+    want, st = nnx_apply(v, x, **kw)
+    (got, st2), c = jc.adapt.capture(nnx_apply, inputs="Dense_1")(v, x, **kw)
+    as_data = lambda t: jax.tree.map(
+        lambda a: jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a, t
+    )
+    _close((got, as_data(st2)), (want, as_data(st)))
+    assert float(jnp.mean(c.inputs["Dense_1"] == 0)) > 0.2  # dropout ran, with the given key
+    y, _ = jc.adapt.capture(nnx_apply, outputs="Dense_1")(v, x, train=False)
+    _close(y, nnx_apply(v, x, train=False))
