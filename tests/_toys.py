@@ -50,18 +50,40 @@ def round_ste(grid: float) -> jc.Transform:
     return jc.Transform(init, apply, update, apply)
 
 
-class ScaleParams(NamedTuple):
-    factor: jax.Array
+def counter() -> jc.Transform:
+    """Changes nothing and counts its updates (a stand-in for an observer)."""
+
+    def apply(cparams, state):
+        return cparams
+
+    def update(cparams, state, *, step, grads=None):
+        return cparams, RoundState(state.calls + 1)
+
+    return jc.Transform(lambda p: (p, RoundState(jnp.zeros((), jnp.int32))), apply, update, apply)
+
+
+class Scaled(NamedTuple):
+    """A toy compressed node: a weight stored as ``w / s`` and a trainable factor ``s``."""
+
+    w: jax.Array
+    s: jax.Array
+
+    def to_dense(self):
+        return self.w * self.s
+
+    @property
+    def nbytes(self):
+        return self.w.nbytes + self.s.nbytes
 
 
 def factor_out(scale: float) -> jc.Transform:
-    """A structure-changing toy: cparams are ``w / scale`` packed with a trainable factor."""
+    """A structure-changing toy: each leaf becomes a :class:`Scaled` node at its own path."""
 
     def init(params):
-        return {"w": jax.tree.map(lambda w: w / scale, params), "s": jnp.asarray(scale)}, ()
+        return jax.tree.map(lambda w: Scaled(w / scale, jnp.asarray(scale, w.dtype)), params), ()
 
     def apply(cparams, state):
-        return jax.tree.map(lambda w: w * cparams["s"], cparams["w"])
+        return jc.to_dense(cparams)
 
     def update(cparams, state, *, step, grads=None):
         return cparams, state

@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _toys import Scaled
+from _toys import counter
 from _toys import factor_out
 from _toys import round_ste
 from _toys import threshold_mask
@@ -47,12 +49,18 @@ def test_chain_quantizer_after_pruner_sees_pruned_weights():
 
 def test_chain_apply_runs_last_transform_first():
     p = _params()
-    a, b = round_ste(1.0), factor_out(4.0)
-    t = jc.chain(a, b)
+    t = jc.chain(factor_out(2.0), round_ste(1.0))
     c, s = t.init(p)
-    # b rebuilds the dense weights, then a rounds them
-    _close(t.apply(c, s), jax.tree.map(lambda w: jnp.round(w), p))
-    assert set(c) == {"w", "s"}
+    # the rounding runs on the factors first, then the factored-out scale is multiplied back
+    _close(t.apply(c, s), jax.tree.map(lambda w: 2.0 * jnp.round(w / 2.0), p))
+    assert isinstance(c["Dense_0"]["kernel"], Scaled)  # the node sits at the leaf's own path
+    _close(jc.to_dense(t.finalize(c, s)), t.apply(c, s))
+
+
+def test_chain_refuses_an_order_that_would_lose_an_effect():
+    """Rounding the rebuilt dense weights cannot be kept in the factored encoding."""
+    with pytest.raises(jc.errors.CompositionError, match=r"chain\(b, a\) composes them"):
+        jc.chain(round_ste(1.0), factor_out(2.0)).init(_params())
 
 
 def test_chain_update_order_and_pushback():
@@ -69,7 +77,7 @@ def test_chain_update_order_and_pushback():
 
 def test_chain_before_structure_change_updates_state_only():
     p = _params()
-    t = jc.chain(round_ste(1.0), factor_out(2.0))
+    t = jc.chain(counter(), factor_out(2.0))
     c, s = t.init(p)
     c2, s2 = t.update(c, s, step=1)
     assert jax.tree.structure(c2) == jax.tree.structure(c)
@@ -102,18 +110,41 @@ def test_masked_touches_only_selected_leaves():
     _close(out["Dense_1"]["bias"], p["Dense_1"]["bias"])
 
 
-def test_partition_with_structure_change_splits_cparams():
+def test_partition_with_structure_change_keeps_paths():
     p = _params()
     labels = {"Dense_0": {"kernel": "f", "bias": "id"}, "Dense_1": {"kernel": "r", "bias": "id"}}
     t = jc.partition({"f": factor_out(2.0), "r": round_ste(1.0), "id": jc.identity()}, labels)
     c, s = t.init(p)
-    assert isinstance(s, jc.core.SplitPartitionState)
+    # no label in the paths: the node sits where the kernel was, its children below it
+    assert jc.core.leaf_paths(c) == [
+        "Dense_0/bias",
+        "Dense_0/kernel/w",
+        "Dense_0/kernel/s",
+        "Dense_1/bias",
+        "Dense_1/kernel",
+    ]
     out = jax.jit(t.apply)(c, s)
     _close(out["Dense_0"], p["Dense_0"])
     _close(out["Dense_1"]["kernel"], jnp.round(p["Dense_1"]["kernel"]))
-    c2, s2 = t.update(c, s, step=3)
+    c2, s2 = jax.jit(lambda c, s: t.update(c, s, step=3))(c, s)
     assert int(s2.inner_states["r"].calls) == 1
     assert jax.tree.structure(c2) == jax.tree.structure(c)
+    assert isinstance(t.finalize(c, s)["Dense_0"]["kernel"], Scaled)
+
+
+def test_masked_then_selector_finds_factors():
+    """A transform after a masked rewrite names the factors by the kernel's own path."""
+    p = _params()
+    t = jc.chain(
+        jc.masked(factor_out(2.0), jc.select.by_regex("Dense_0/kernel")),
+        jc.masked(round_ste(1.0), [("Dense_0/kernel/w", True), (".*", False)]),
+    )
+    c, s = t.init(p)
+    assert "Dense_0/kernel/w" in jc.core.leaf_paths(c)
+    _close(t.apply(c, s)["Dense_0"]["kernel"], 2.0 * jnp.round(p["Dense_0"]["kernel"] / 2.0))
+    sel = jc.select.resolve(None, c)  # kernels() selects the factor and the other kernel
+    assert sel["Dense_0"]["kernel"].w and sel["Dense_1"]["kernel"]
+    assert not sel["Dense_0"]["kernel"].s and not sel["Dense_0"]["bias"]
 
 
 def test_partition_unknown_label():

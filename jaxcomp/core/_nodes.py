@@ -62,11 +62,18 @@ def to_dense(tree: Any) -> Any:
       tree: any pytree, such as a transform's ``finalize`` result.
 
     Returns:
-      The tree with each node replaced by ``node.to_dense()``.
+      The tree with each node replaced by ``node.to_dense()``. A node whose children are nodes
+      themselves (low-rank factors, each quantized) has its children made dense first.
     """
-    return jax.tree.map(
-        lambda x: x.to_dense() if is_compressed(x) else x, tree, is_leaf=is_compressed
-    )
+    return jax.tree.map(_dense, tree, is_leaf=is_compressed)
+
+
+def _dense(x: Any) -> Any:
+    """A node made dense, its own compressed children (quantized factors) first."""
+    if not is_compressed(x):
+        return x
+    kids, treedef = jax.tree_util.tree_flatten(x, is_leaf=lambda y: y is not x and is_compressed(y))
+    return treedef.unflatten([_dense(k) for k in kids]).to_dense()
 
 
 def _array_bytes(x: Any) -> int:

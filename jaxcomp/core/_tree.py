@@ -16,7 +16,6 @@ __all__ = [
     "is_array",
     "leaf_paths",
     "path_str",
-    "tree_merge",
     "tree_select",
 ]
 
@@ -92,16 +91,3 @@ def check_same_structure(a: Any, b: Any, *, what: str = "trees") -> None:
 def tree_select(tree: Any, mask: Any) -> Any:
     """Keeps the leaves of ``tree`` where the boolean pytree ``mask`` is True, others MaskedNode."""
     return jax.tree.map(lambda m, x: x if m else MaskedNode(), mask, tree)
-
-
-def tree_merge(labels: Any, trees_by_label: dict[Any, Any]) -> Any:
-    """Inverse of a partition: picks each leaf from the tree of the label it carries.
-
-    ``labels`` is a pytree of hashable labels with the structure of the merged tree; each tree of
-    ``trees_by_label`` has that structure as a prefix (``MaskedNode`` where the label differs, or
-    any subtree, such as a compressed node, where it matches).
-    """
-    keys = list(trees_by_label)
-    index = {k: i for i, k in enumerate(keys)}
-    trees = [trees_by_label[k] for k in keys]
-    return jax.tree.map(lambda lab, *xs: xs[index[lab]], labels, *trees)

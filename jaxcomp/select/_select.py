@@ -85,9 +85,23 @@ def floating() -> Selector:
 
 
 def kernels() -> Selector:
-    """Weight matrices and convolution kernels: float leaves named ``kernel`` with ndim >= 2."""
+    """Weight matrices, convolution kernels and their factors.
+
+    Float leaves with ndim >= 2 named ``kernel`` or under a ``kernel`` (the factors that a
+    low-rank rewrite puts at the kernel's path, ``Dense_0/kernel/u``), so that "factorize, then
+    prune or quantize the factors" needs no regex. Integer codes, scales and biases are not
+    selected.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> sel = kernels()
+        >>> sel("Dense_0/kernel", jnp.ones((3, 4))), sel("Dense_0/kernel/u", jnp.ones((3, 2)))
+        (True, True)
+        >>> sel("Dense_0/bias", jnp.ones((4,))), sel("Dense_0/kernel/scale", jnp.ones((4,)))
+        (False, False)
+    """
     return Selector(
-        lambda p, x: _is_float(x) and x.ndim >= 2 and p.rsplit("/", 1)[-1] == "kernel",
+        lambda p, x: _is_float(x) and x.ndim >= 2 and "kernel" in p.split("/"),
         "kernels()",
     )
 
