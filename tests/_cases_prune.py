@@ -26,6 +26,6 @@ CASES = [
         "prune.fixed_masks",
         lambda: prune.fixed_masks(lambda p: prune.magnitude(sparsity=0.5).init(p)[1].masks),
     ),
-    ("prune.hashed", lambda: prune.hashed(compression=4)),
+    ("prune.hashed", lambda: prune.hashed(compression=4, key=jax.random.key(0))),
     ("prune.soft_sharing", lambda: prune.soft_sharing(components=4)),
 ]

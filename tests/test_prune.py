@@ -414,6 +414,40 @@ def test_layer_inputs_reproduce_layer_outputs_and_obs_prune_runs():
     assert bool(jnp.all(s.masks["Conv_0"]["kernel"] == res.masks["Conv_0"]["kernel"]))
 
 
+def test_fixed_masks_where_selects_which_given_masks_hold():
+    w = jnp.arange(1.0, 7.0).reshape(2, 3)
+    params = _tree([w, w + 10])
+    given = jax.tree.map(lambda x: x > 3, params)  # a mask for every leaf, biases included
+    c, s = prune.fixed_masks(given, where=jc.select.by_regex("Dense_1/kernel")).init(params)
+    assert bool(jnp.all(c["Dense_1"]["kernel"] == params["Dense_1"]["kernel"]))  # all > 3
+    assert bool(jnp.all(c["Dense_0"]["kernel"] == params["Dense_0"]["kernel"]))  # not selected
+    assert isinstance(s.masks["Dense_0"]["kernel"], jc.core.MaskedNode)
+    c, s = prune.fixed_masks(given, where=jc.select.kernels()).init(params)
+    assert c["Dense_0"]["kernel"].tolist() == [[0.0, 0.0, 0.0], [4.0, 5.0, 6.0]]
+    assert isinstance(s.masks["Dense_0"]["bias"], jc.core.MaskedNode)  # biases left alone
+    with pytest.raises(ValueError, match="Dense_0/kernel"):  # a selected leaf without a mask
+        prune.fixed_masks({"Dense_1": {"kernel": given["Dense_1"]["kernel"]}},
+                          where=jc.select.kernels()).init(params)  # fmt: skip
+
+
+def test_build_pruner_user_criterion_prunes_exactly_the_lowest_scores():
+    w = jax.random.normal(jax.random.key(0), (6, 5))
+    target = jax.random.normal(jax.random.key(1), (6, 5))
+
+    def distance_to_target(w, leaf, step):  # a criterion of one's own: keep weights far from it
+        return jnp.abs(w - target)
+
+    t = prune.build_pruner(distance_to_target, sparsity=0.4, name="far_from_target")
+    c, s = t.init(_tree([w]))
+    score = np.asarray(jnp.abs(w - target)).ravel()
+    pruned = np.flatnonzero(~np.asarray(s.masks["Dense_0"]["kernel"]).ravel())
+    assert set(pruned) == set(np.argsort(score, kind="stable")[: math.floor(0.4 * 30)])
+    assert bool(jnp.all(jnp.ravel(c["Dense_0"]["kernel"])[pruned] == 0))
+    assert isinstance(s, prune.PrunerState)
+    with pytest.raises(ValueError, match=r"far_from_target: sparsity must be a number in \[0, 1\)"):
+        prune.build_pruner(distance_to_target, sparsity=1.0, name="far_from_target")
+
+
 # ---------------------------------------------------------------- N:M
 
 
@@ -499,7 +533,7 @@ def test_bad_sparsity_is_a_value_error_naming_it(bad):
 
 def test_other_bad_input():
     params = _tree([jnp.ones((8, 4))])
-    with pytest.raises(ValueError, match=r"n must be an int in \[1, m=4\]"):
+    with pytest.raises(ValueError, match=r"nm: n must be an int in \[1, 4\]"):
         prune.nm(n=5, m=4)
     with pytest.raises(ValueError, match="selects no leaf"):
         prune.magnitude(sparsity=0.5, where=jc.select.by_regex("Conv")).init(params)

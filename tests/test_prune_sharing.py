@@ -24,7 +24,7 @@ def _params():
 
 def test_hashed_weights_take_at_most_k_distinct_magnitudes():
     p = _params()
-    t = prune.hashed(compression=8)
+    t = prune.hashed(compression=8, key=jax.random.key(0))
     c, s = t.init(p)
     dense = t.apply(c, s)
     for name in ("Dense_0", "Dense_1"):
@@ -42,7 +42,7 @@ def test_hashed_weights_take_at_most_k_distinct_magnitudes():
 
 def test_hashed_bucket_gradient_is_signed_sum_of_member_gradients():
     p = _params()
-    t = prune.hashed(buckets=7, seed=3)
+    t = prune.hashed(buckets=7, key=jax.random.key(3))
     c, s = t.init(p)
     g_dense = jax.tree.map(lambda x: jax.random.normal(jax.random.key(1), x.shape), p)
     loss = lambda c: sum(
@@ -60,7 +60,7 @@ def test_hashed_bucket_gradient_is_signed_sum_of_member_gradients():
 
 def test_hashed_init_is_least_squares_projection_and_deterministic():
     p = _params()
-    t = prune.hashed(buckets=9)
+    t = prune.hashed(buckets=9, key=jax.random.key(0))
     c, s = t.init(p)
     # the buckets minimize ||W - W(b)||^2: its gradient vanishes at init
     err = lambda c: sum(
@@ -69,8 +69,8 @@ def test_hashed_init_is_least_squares_projection_and_deterministic():
     )
     g = jax.grad(err)(c)
     assert float(jnp.max(jnp.abs(g["Dense_0"]["kernel"].buckets))) < 1e-5
-    c2, _ = prune.hashed(buckets=9).init(p)
-    c3, _ = prune.hashed(buckets=9, seed=1).init(p)
+    c2, _ = prune.hashed(buckets=9, key=jax.random.key(0)).init(p)
+    c3, _ = prune.hashed(buckets=9, key=jax.random.key(1)).init(p)
     np.testing.assert_array_equal(c["Dense_0"]["kernel"].buckets, c2["Dense_0"]["kernel"].buckets)
     i0, s0 = prune.hash_indices(120, 9, c["Dense_0"]["kernel"].seed)
     i1, s1 = prune.hash_indices(120, 9, c3["Dense_0"]["kernel"].seed)
@@ -82,13 +82,15 @@ def test_hashed_init_is_least_squares_projection_and_deterministic():
 
 def test_hashed_bad_input():
     with pytest.raises(ValueError, match=r"buckets must be an int >= 1"):
-        prune.hashed(buckets=0)
+        prune.hashed(buckets=0, key=jax.random.key(0))
     with pytest.raises(ValueError, match="compression must be a number >= 1"):
-        prune.hashed(compression=0.5)
+        prune.hashed(compression=0.5, key=jax.random.key(0))
     with pytest.raises(ValueError, match="exactly one of compression"):
-        prune.hashed()
+        prune.hashed(key=jax.random.key(0))
+    with pytest.raises(ValueError, match="key must be a typed PRNG key"):
+        prune.hashed(buckets=3, key=0)
     with pytest.raises(ValueError, match=r"Dense_1/kernel.*0 buckets"):
-        prune.hashed(compression=31).init(_params())  # 30 weights -> 0 buckets
+        prune.hashed(compression=31, key=jax.random.key(0)).init(_params())  # 30 weights -> 0
 
 
 # ---------------------------------------------------------------- soft weight-sharing
@@ -155,5 +157,5 @@ def test_soft_sharing_training_clusters_and_finalize_snaps_to_means():
 def test_soft_sharing_bad_input():
     with pytest.raises(ValueError, match="components must be an int >= 2"):
         prune.soft_sharing(components=1)
-    with pytest.raises(ValueError, match=r"pi_zero must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"pi_zero must be a number in \(0, 1\)"):
         prune.soft_sharing(pi_zero=1.0)

@@ -1,5 +1,17 @@
 """The transform protocol, its combinators, the compressed-node protocol, and tree utilities."""
 
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import Leaf
+from jaxcomp.core._map import is_masked
+from jaxcomp.core._map import leaf_key
+from jaxcomp.core._map import leaf_values
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import map_state
+from jaxcomp.core._map import placed
+from jaxcomp.core._map import rebuild
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.core._nodes import is_compressed
 from jaxcomp.core._nodes import nbytes
 from jaxcomp.core._nodes import to_dense
@@ -24,21 +36,33 @@ from jaxcomp.core._tree import tree_select
 __all__ = [
     "ChainState",
     "EmptyState",
+    "Leaf",
     "MaskedNode",
     "PartitionState",
     "SplitPartitionState",
     "Transform",
     "chain",
     "check_same_structure",
+    "checks",
     "identity",
     "is_array",
     "is_compressed",
+    "is_masked",
+    "leaf_key",
     "leaf_paths",
+    "leaf_values",
+    "leaves",
+    "map_leaves",
+    "map_state",
     "masked",
     "nbytes",
     "own_apply",
     "partition",
     "path_str",
+    "placed",
+    "rebuild",
+    "select",
+    "selected",
     "to_dense",
     "tree_merge",
     "tree_select",

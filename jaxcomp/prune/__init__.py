@@ -40,6 +40,8 @@ from jaxcomp.prune._obs import ObsResult
 from jaxcomp.prune._obs import layer_hessian
 from jaxcomp.prune._obs import obs_kernel
 from jaxcomp.prune._obs import obs_prune
+from jaxcomp.prune._pruner import PrunerState
+from jaxcomp.prune._pruner import build_pruner
 from jaxcomp.prune._pruner import mask_grad
 from jaxcomp.prune._regularizers import biased_decay
 from jaxcomp.prune._regularizers import l1
@@ -64,6 +66,7 @@ __all__ = [
     "NmState",
     "ObdState",
     "ObsResult",
+    "PrunerState",
     "RandomState",
     "SensitivityResult",
     "SoftSharingParams",
@@ -71,6 +74,7 @@ __all__ = [
     "TaylorState",
     "apply_masks",
     "biased_decay",
+    "build_pruner",
     "erk",
     "erk_sparsities",
     "exact_hessian_diag",

@@ -30,6 +30,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaf_key
+from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
 from jaxcomp.prune._pruner import build_pruner
 
@@ -110,9 +113,9 @@ def magnitude(
         [[0.0, -4.0], [3.0, 0.0]]
     """
     return build_pruner(
-        fn="magnitude", state_cls=MagnitudeState, sparsity=sparsity, where=where, scope=scope,
-        distribution=distribution, update_every=update_every,
-        scores=lambda c, extra, step: [jnp.abs(w) for w in c],
+        lambda w, *_: jnp.abs(w), sparsity=sparsity, where=where, scope=scope,
+        distribution=distribution, update_every=update_every, name="magnitude",
+        state_cls=MagnitudeState,
     )  # fmt: skip
 
 
@@ -142,17 +145,11 @@ def random(
     Raises:
       ValueError: as :func:`magnitude`, or ``key`` is not a PRNG key.
     """
-    if not isinstance(key, jax.Array):
-        raise ValueError(f"random: key must be a PRNG key (jax.random.key), got {key!r}")
-
-    def scores(c, extra, step):
-        return [
-            jax.random.uniform(jax.random.fold_in(key, i), jnp.shape(w)) for i, w in enumerate(c)
-        ]
-
+    checks.key(key, fn="random")
     return build_pruner(
-        fn="random", state_cls=RandomState, sparsity=sparsity, where=where, scope=scope,
-        distribution=distribution, update_every=update_every, scores=scores,
+        lambda w, leaf, step: jax.random.uniform(leaf_key(key, leaf), jnp.shape(w)),
+        sparsity=sparsity, where=where, scope=scope, distribution=distribution,
+        update_every=update_every, name="random", state_cls=RandomState,
     )  # fmt: skip
 
 
@@ -198,19 +195,14 @@ def taylor(
       inference", ICLR 2017, arXiv:1611.06440.
     """
 
-    def init_extra(params, lv):
-        return {"saliency": [jnp.zeros(jnp.shape(w), jnp.float32) for w in lv.sel()]}
+    def init_extra(params, spec):
+        return {"saliency": [jnp.zeros(jnp.shape(w), jnp.float32) for w in selected(spec, params)]}
 
-    def accumulate(c, g, extra):
-        sal = [
-            s + jnp.abs(w * gw).astype(jnp.float32)
-            for s, w, gw in zip(extra["saliency"], c, g, strict=True)
-        ]
-        return {"saliency": sal}
+    def accumulate(w, g, saliency):
+        return {"saliency": saliency + jnp.abs(w * g).astype(jnp.float32)}
 
     return build_pruner(
-        fn="taylor", state_cls=TaylorState, sparsity=sparsity, where=where, scope=scope,
-        distribution=distribution, update_every=update_every,
-        scores=lambda c, extra, step: extra["saliency"], init_extra=init_extra,
-        accumulate=accumulate, prune_at_init=False,
+        lambda w, leaf, step, saliency: saliency, sparsity=sparsity, where=where, scope=scope,
+        distribution=distribution, update_every=update_every, name="taylor",
+        state_cls=TaylorState, init_extra=init_extra, accumulate=accumulate, prune_at_init=False,
     )  # fmt: skip

@@ -20,11 +20,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-
-from jaxcomp.core._tree import path_str
-from jaxcomp.prune._masks import check_fraction
-from jaxcomp.select._select import resolve
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 
 __all__ = ["erk", "erk_sparsities", "uniform"]
 
@@ -44,7 +43,7 @@ def erk_sparsities(shapes: Sequence[tuple[int, ...]], sparsity: float) -> list[f
         >>> [round(s, 3) for s in erk_sparsities([(100, 100), (100, 10)], 0.5)]
         [0.55, 0.0]
     """
-    s = check_fraction(sparsity, "erk_sparsities: sparsity")
+    s = checks.fraction(sparsity, fn="erk_sparsities", name="sparsity")
     sizes = [math.prod(sh) for sh in shapes]
     raw = [sum(sh) / n for sh, n in zip(shapes, sizes, strict=True)]
     dense: set[int] = set()
@@ -65,10 +64,8 @@ def erk_sparsities(shapes: Sequence[tuple[int, ...]], sparsity: float) -> list[f
 
 
 def _selected(params: Any, where: Any, fn: str) -> list[tuple[str, Any]]:
-    sel = resolve(where, params, what=f"{fn}(where=...)")
-    pl, treedef = jax.tree_util.tree_flatten_with_path(params)
-    flags = treedef.flatten_up_to(sel)
-    return [(path_str(p), x) for (p, x), f in zip(pl, flags, strict=True) if f]
+    spec = select(params, where, fn=fn)
+    return [(lf.path, x) for lf, x in zip(leaves(spec), selected(spec, params), strict=True)]
 
 
 def uniform(params: Any, *, sparsity: float, where: Any = None) -> dict[str, float]:
@@ -82,7 +79,7 @@ def uniform(params: Any, *, sparsity: float, where: Any = None) -> dict[str, flo
     Returns:
       ``{path: sparsity}`` for the selected leaves; pass it as ``magnitude(sparsity=...)``.
     """
-    s = check_fraction(sparsity, "uniform: sparsity")
+    s = checks.fraction(sparsity, fn="uniform", name="sparsity")
     return {p: s for p, _ in _selected(params, where, "uniform")}
 
 
@@ -100,7 +97,7 @@ def erk(params: Any, *, sparsity: float, where: Any = None) -> dict[str, float]:
     References:
       Evci et al., "Rigging the lottery: making all tickets winners", ICML 2020, arXiv:1911.11134.
     """
-    check_fraction(sparsity, "erk: sparsity")
+    checks.fraction(sparsity, fn="erk", name="sparsity")
     leaves = _selected(params, where, "erk")
     values = erk_sparsities([tuple(x.shape) for _, x in leaves], sparsity)
     return {p: v for (p, _), v in zip(leaves, values, strict=True)}

@@ -22,17 +22,19 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import placed
+from jaxcomp.core._map import rebuild
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
-from jaxcomp.core._tree import leaf_paths
-from jaxcomp.errors import SelectionError
 from jaxcomp.prune._masks import check_nm
 from jaxcomp.prune._masks import nm_mask
-from jaxcomp.prune._pruner import Leaves
 from jaxcomp.prune._pruner import apply_masked
 from jaxcomp.prune._pruner import apply_own_masked
 from jaxcomp.prune._pruner import by_path
 from jaxcomp.prune._pruner import path_dict
-from jaxcomp.prune._pruner import select_leaves
 from jaxcomp.prune._pruner import zero_pruned
 
 __all__ = [
@@ -56,11 +58,13 @@ class NmState(NamedTuple):
 
 
 def _masked_transform(init_masks, state_cls) -> Transform:
-    """A transform whose masks come from ``init_masks(params) -> (leaves, masks)``; then fixed."""
+    """A transform whose masks come from ``init_masks(params) -> (spec, masks)``; then fixed."""
 
     def init(params):
-        lv, masks = init_masks(params)
-        return lv.replace(zero_pruned(lv.sel(), masks)), state_cls(lv.state_tree(masks))
+        spec, masks = init_masks(params)
+        return rebuild(spec, params, zero_pruned(selected(spec, params), masks)), state_cls(
+            placed(spec, masks)
+        )
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
@@ -70,19 +74,22 @@ def _masked_transform(init_masks, state_cls) -> Transform:
     return Transform(init, apply_masked, update, apply_masked, apply_own_masked)
 
 
-def fixed_masks(masks: Any) -> Transform:
+def fixed_masks(masks: Any, *, where: Any = None) -> Transform:
     """Holds given masks: pruned weights are zero in ``apply`` and re-zeroed in ``update``.
 
     Args:
       masks: a tree whose bool arrays, matched to the params by ``/``-joined path, are the masks
         (True = kept); leaves it has no array for (``MaskedNode()``, absent) are left alone. Or a
         function ``params -> masks`` that ``init`` calls.
+      where: the leaves to mask (any form of :func:`jaxcomp.select.resolve`); each must have a
+        mask. By default, every leaf that ``masks`` has an array for.
 
     Returns:
       A :class:`~jaxcomp.Transform` whose state is a :class:`FixedMasksState`.
 
     Raises:
-      ValueError: in ``init``, no mask matches a leaf, or a mask's shape differs from its leaf's.
+      ValueError: in ``init``, no mask matches a leaf, a selected leaf has no mask, or a mask's
+        shape differs from its leaf's.
     """
     if masks is None:
         raise ValueError("fixed_masks: masks must be a tree of bool arrays or a function of params")
@@ -90,17 +97,11 @@ def fixed_masks(masks: Any) -> Transform:
     def init_masks(params):
         tree = masks(params) if callable(masks) else masks
         given = path_dict(tree)
-        paths = leaf_paths(params)
-        selected = [p in given for p in paths]
-        if not any(selected):
-            raise SelectionError(
-                f"fixed_masks: no mask path {sorted(given)[:5]} matches a leaf of the params "
-                f"{paths[:5]}"
-            )
-        lv = Leaves(params, selected)
-        shapes = [jnp.shape(w) for w in lv.sel()]
-        found = by_path(tree, lv.sel_paths(), "fixed_masks: masks", shapes)
-        return lv, [jnp.asarray(m, bool) for m in found]
+        sel = (lambda p, x: p in given) if where is None else where
+        spec = select(params, sel, fn="fixed_masks")
+        paths, ws = [lf.path for lf in leaves(spec)], selected(spec, params)
+        found = by_path(tree, paths, "fixed_masks: masks", [jnp.shape(w) for w in ws])
+        return spec, [jnp.asarray(m, bool) for m in found]
 
     return _masked_transform(init_masks, FixedMasksState)
 
@@ -125,19 +126,18 @@ def nm(*, n: int = 2, m: int = 4, axis: int = -2, where: Any = None) -> Transfor
         whose size along ``axis`` is not a multiple of ``m`` (the message names it).
     """
     check_nm(n, m, "nm")
-    if not isinstance(axis, int):
-        raise ValueError(f"nm: axis must be an int, got {axis!r}")
+    checks.integer(axis, fn="nm", name="axis", low=None)
 
     def init_masks(params):
-        lv = select_leaves(params, where, "nm")
+        spec = select(params, where, fn="nm")
         out = []
-        for p, w in zip(lv.sel_paths(), lv.sel(), strict=True):
+        for p, w in zip([lf.path for lf in leaves(spec)], selected(spec, params), strict=True):
             if w.ndim == 0 or not -w.ndim <= axis < w.ndim or w.shape[axis] % m:
                 raise ValueError(
                     f"nm: leaf {p!r} of shape {w.shape} has no axis {axis} whose size is a "
                     f"multiple of m={m}; select other leaves with where= or change axis"
                 )
             out.append(nm_mask(jnp.abs(w), n=n, m=m, axis=axis))
-        return lv, out
+        return spec, out
 
     return _masked_transform(init_masks, NmState)

@@ -29,8 +29,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import select
 from jaxcomp.core._transform import Transform
-from jaxcomp.prune._pruner import select_leaves
 
 __all__ = ["HashedState", "HashedWeight", "hash_indices", "hashed"]
 
@@ -96,7 +98,7 @@ def hashed(
     *,
     compression: float | None = None,
     buckets: int | None = None,
-    seed: int = 0,
+    key: jax.Array,
     where: Any = None,
 ) -> Transform:
     """HashedNets: each selected leaf of ``n`` weights becomes ``K`` shared buckets.
@@ -105,7 +107,8 @@ def hashed(
       compression: ``n / K``: each leaf gets ``K = floor(n / compression)`` buckets; a number
         ``>= 1``. Give exactly one of ``compression`` and ``buckets``.
       buckets: ``K`` for every leaf, an int ``>= 1``.
-      seed: mixed with each leaf's path into its hash seed, an int ``>= 0``.
+      key: a typed PRNG key (``jax.random.key``); a seed drawn from it is mixed with each
+        leaf's path into the leaf's hash seed, so the same key gives the same hashes.
       where: the leaves (default :func:`jaxcomp.select.kernels`).
 
     Returns:
@@ -115,32 +118,21 @@ def hashed(
 
     Raises:
       ValueError: naming the argument: neither or both of ``compression`` and ``buckets``,
-        ``compression < 1``, ``buckets < 1`` (zero buckets), a negative ``seed``; in ``init``, a
-        leaf with fewer weights than ``compression`` (it would get zero buckets) or fewer than
-        ``buckets``.
+        ``compression < 1``, ``buckets < 1`` (zero buckets), a ``key`` that is not a typed PRNG
+        key; in ``init``, a leaf with fewer weights than ``compression`` (it would get zero
+        buckets) or fewer than ``buckets``.
     """
     if (compression is None) == (buckets is None):
         raise ValueError("hashed: give exactly one of compression= (>= 1) and buckets= (>= 1)")
-    if compression is not None and (
-        isinstance(compression, bool)
-        or not isinstance(compression, int | float)
-        or not compression >= 1
-    ):
-        raise ValueError(f"hashed: compression must be a number >= 1, got {compression!r}")
-    if buckets is not None and (
-        isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1
-    ):
-        raise ValueError(
-            f"hashed: buckets must be an int >= 1 (zero buckets hold nothing), got {buckets!r}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"hashed: seed must be a non-negative int, got {seed!r}")
+    if compression is not None:
+        checks.number(compression, fn="hashed", name="compression", low=1.0)
+    if buckets is not None:
+        checks.integer(buckets, fn="hashed", name="buckets")
+    seed = int(jax.random.bits(checks.key(key, fn="hashed"), (), jnp.uint32))
 
     def init(params):
-        lv = select_leaves(params, where, "hashed")
-        out = []
-        for p, w in zip(lv.sel_paths(), lv.sel(), strict=True):
-            n = w.size
+        def one(leaf, w):
+            p, n = leaf.path, w.size
             k = buckets if buckets is not None else math.floor(n / compression)
             if k < 1 or k > n:
                 raise ValueError(
@@ -153,8 +145,9 @@ def hashed(
             total = jax.ops.segment_sum(flat, index, num_segments=k)
             count = jax.ops.segment_sum(jnp.ones_like(flat), index, num_segments=k)
             b = (total / jnp.maximum(count, 1.0)).astype(w.dtype)
-            out.append(HashedWeight(b, tuple(w.shape), s))
-        return lv.replace(out), HashedState()
+            return HashedWeight(b, tuple(w.shape), s)
+
+        return map_leaves(one, select(params, where, fn="hashed"), params), HashedState()
 
     def apply(cparams, state):
         is_h = lambda x: isinstance(x, HashedWeight)

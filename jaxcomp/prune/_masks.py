@@ -32,7 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcomp.core._tree import MaskedNode
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import is_masked
 
 __all__ = [
     "apply_masks",
@@ -46,25 +47,10 @@ __all__ = [
 _NUDGE = 1.0 + 2.0**-20
 
 
-def is_masked(x: Any) -> bool:
-    return isinstance(x, MaskedNode)
-
-
-def check_fraction(value: Any, name: str) -> float:
-    """``value`` as a float when it is a number in ``[0, 1)``; else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
-
-
 def check_nm(n: Any, m: Any, fn: str) -> None:
     """Raises a ValueError naming ``fn`` unless ``m >= 1`` and ``1 <= n <= m`` are ints."""
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"{fn}: m must be an int >= 1, got {m!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= m:
-        raise ValueError(f"{fn}: n must be an int in [1, m={m}] (N <= M), got n={n!r}")
+    checks.integer(m, fn=fn, name="m")
+    checks.integer(n, fn=fn, name="n", high=m)
 
 
 def num_pruned(sparsity: Any, n: int) -> Any:

@@ -33,11 +33,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import placed
+from jaxcomp.core._map import rebuild
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
-from jaxcomp.prune._pruner import Leaves
 from jaxcomp.prune._pruner import build_pruner
 from jaxcomp.prune._pruner import by_path
-from jaxcomp.prune._pruner import select_leaves
 
 __all__ = [
     "ObdState",
@@ -78,39 +82,35 @@ def hutchinson_diag(
     Raises:
       ValueError: ``samples < 1``.
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"hutchinson_diag: samples must be an int >= 1, got {samples!r}")
-    lv = select_leaves(params, where, "hutchinson_diag")
+    checks.integer(samples, fn="hutchinson_diag", name="samples")
+    spec = select(params, where, fn="hutchinson_diag")
 
     @jax.jit
     def run(params, key):
-        lvt = Leaves(params, lv.selected)
+        ws = selected(spec, params)
 
         def probe(k):
             z = [
                 jax.random.rademacher(jax.random.fold_in(k, i), jnp.shape(w), jnp.float32)
-                for i, w in enumerate(lvt.sel())
+                for i, w in enumerate(ws)
             ]
-            z = [zi.astype(w.dtype) for zi, w in zip(z, lvt.sel(), strict=True)]
-            hz = lvt.sel(_hvp(loss_fn, params, _zeros_except(lvt, z)))
+            z = [zi.astype(w.dtype) for zi, w in zip(z, ws, strict=True)]
+            hz = selected(spec, _hvp(loss_fn, params, _zeros_except(spec, params, z)))
             return [zi * h for zi, h in zip(z, hz, strict=True)]
 
         def body(i, acc):
             return [a + p for a, p in zip(acc, probe(jax.random.fold_in(key, i)), strict=True)]
 
-        zero = [jnp.zeros(jnp.shape(w), w.dtype) for w in lvt.sel()]
+        zero = [jnp.zeros(jnp.shape(w), w.dtype) for w in ws]
         total = jax.lax.fori_loop(0, samples, body, zero)
         return [t / samples for t in total]
 
-    return lv.state_tree(run(params, key))
+    return placed(spec, run(params, key))
 
 
-def _zeros_except(lv: Any, values: list[Any]) -> Any:
+def _zeros_except(spec: Any, params: Any, values: list[Any]) -> Any:
     """The params tree with zeros at unselected leaves and ``values`` at the selected ones."""
-    out = [jnp.zeros_like(x) for x in lv.leaves]
-    for i, v in zip(lv.index, values, strict=True):
-        out[i] = v
-    return jax.tree.unflatten(lv.treedef, out)
+    return rebuild(spec, jax.tree.map(jnp.zeros_like, params), values)
 
 
 def exact_hessian_diag(
@@ -128,21 +128,21 @@ def exact_hessian_diag(
       A tree with the structure of ``params``: ``H_ii`` at selected leaves, ``MaskedNode()``
       elsewhere.
     """
-    lv = select_leaves(params, where, "exact_hessian_diag")
+    spec = select(params, where, fn="exact_hessian_diag")
+    ws = selected(spec, params)
     out = []
-    for j, w in enumerate(lv.sel()):
-        n = w.size
+    for j, w in enumerate(ws):
 
         def one(i, j=j, w=w):
             e = jnp.zeros((w.size,), w.dtype).at[i].set(1).reshape(w.shape)
-            vals = [jnp.zeros_like(x) for x in lv.sel()]
+            vals = [jnp.zeros_like(x) for x in ws]
             vals[j] = e
-            h = lv.sel(_hvp(loss_fn, params, _zeros_except(lv, vals)))[j]
+            h = selected(spec, _hvp(loss_fn, params, _zeros_except(spec, params, vals)))[j]
             return jnp.ravel(h)[i]
 
         diag = jax.jit(lambda idx, one=one: jax.lax.map(one, idx, batch_size=batch_size))
-        out.append(diag(jnp.arange(n)).reshape(w.shape))
-    return lv.state_tree(out)
+        out.append(diag(jnp.arange(w.size)).reshape(w.shape))
+    return placed(spec, out)
 
 
 def gauss_newton_diag(
@@ -173,17 +173,15 @@ def gauss_newton_diag(
       A tree with the structure of ``params``: the diagonal at selected leaves, ``MaskedNode()``
       elsewhere.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"gauss_newton_diag: batch_size must be an int >= 1, got {batch_size!r}")
-    lv = select_leaves(params, where, "gauss_newton_diag")
+    checks.integer(batch_size, fn="gauss_newton_diag", name="batch_size")
+    spec = select(params, where, fn="gauss_newton_diag")
 
     @jax.jit
     def run(params, x):
         def one(xi):
             logits, vjp = jax.vjp(lambda p: logits_fn(p, xi[None])[0], params)
             prob = jax.nn.softmax(logits.astype(jnp.float32))
-            rows = Leaves(jax.vmap(vjp)(jnp.eye(logits.shape[0], dtype=logits.dtype))[0],
-                          lv.selected).sel()  # fmt: skip
+            rows = selected(spec, jax.vmap(vjp)(jnp.eye(logits.shape[0], dtype=logits.dtype))[0])
             out = []
             for j in rows:
                 j = j.astype(jnp.float32).reshape((prob.shape[0], -1))
@@ -193,9 +191,9 @@ def gauss_newton_diag(
 
         parts = jax.lax.map(one, x, batch_size=batch_size)
         means = [jnp.mean(d, axis=0) for d in parts]
-        return [m.reshape(jnp.shape(w)) for m, w in zip(means, lv.sel(), strict=True)]
+        return [m.reshape(jnp.shape(w)) for m, w in zip(means, selected(spec, params), strict=True)]
 
-    return lv.state_tree(run(params, jnp.asarray(x)))
+    return placed(spec, run(params, jnp.asarray(x)))
 
 
 def obd_saliency(params: Any, hessian_diag: Any) -> Any:
@@ -266,20 +264,15 @@ def obd(
             "obd: hessian_diag must be a tree of diagonals or a function params -> tree"
         )
 
-    def init_extra(params, lv):
+    def init_extra(params, spec):
         tree = hessian_diag(params) if callable(hessian_diag) else hessian_diag
-        shapes = [tuple(jnp.shape(w)) for w in lv.sel()]
-        diags = by_path(tree, lv.sel_paths(), "obd(hessian_diag=...)", shapes)
+        ws = selected(spec, params)
+        paths = [lf.path for lf in leaves(spec)]
+        diags = by_path(tree, paths, "obd(hessian_diag=...)", [jnp.shape(w) for w in ws])
         return {"hessian_diag": [jnp.asarray(h, jnp.float32) for h in diags]}
 
-    def scores(c, extra, step):
-        return [
-            0.5 * h * jnp.square(w.astype(jnp.float32))
-            for w, h in zip(c, extra["hessian_diag"], strict=True)
-        ]
-
     return build_pruner(
-        fn="obd", state_cls=ObdState, sparsity=sparsity, where=where, scope=scope,
-        distribution=distribution, update_every=update_every, scores=scores,
-        init_extra=init_extra,
+        lambda w, leaf, step, hessian_diag: 0.5 * hessian_diag * jnp.square(w.astype(jnp.float32)),
+        sparsity=sparsity, where=where, scope=scope, distribution=distribution,
+        update_every=update_every, name="obd", state_cls=ObdState, init_extra=init_extra,
     )  # fmt: skip

@@ -40,10 +40,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.prune._masks import check_fraction
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import placed
+from jaxcomp.core._map import rebuild
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.prune._masks import num_pruned
 from jaxcomp.prune._pruner import by_path
-from jaxcomp.prune._pruner import select_leaves
 
 __all__ = ["ObsResult", "layer_hessian", "obs_kernel", "obs_prune"]
 
@@ -90,7 +94,9 @@ def damped(h: jax.Array, damping: float) -> jax.Array:
 def _sparsity_values(sparsity: Any, fn: str) -> tuple[bool, list[float]]:
     """Whether ``sparsity`` is a sequence, and its values checked to be numbers in [0, 1)."""
     many = isinstance(sparsity, list | tuple)
-    return many, [check_fraction(v, f"{fn}: sparsity") for v in (sparsity if many else [sparsity])]
+    return many, [
+        checks.fraction(v, fn=fn, name="sparsity") for v in (sparsity if many else [sparsity])
+    ]
 
 
 def _column(w, hinv, counts, steps):
@@ -200,15 +206,16 @@ def obs_prune(
       ValueError: a sparsity outside ``[0, 1)``, or a selected kernel without a Hessian.
     """
     many, values = _sparsity_values(sparsity, "obs_prune")
-    lv = select_leaves(params, where, "obs_prune")
+    spec = select(params, where, fn="obs_prune")
+    kernels = selected(spec, params)
     hs = by_path(
-        hessians, lv.sel_paths(), "obs_prune(hessians=...)",
-        [(int(np.prod(w.shape[:-1])),) * 2 for w in lv.sel()],
+        hessians, [lf.path for lf in leaves(spec)], "obs_prune(hessians=...)",
+        [(int(np.prod(w.shape[:-1])),) * 2 for w in kernels],
     )  # fmt: skip
-    per_leaf = [obs_kernel(w, h, sparsity=values) for w, h in zip(lv.sel(), hs, strict=True)]
+    per_leaf = [obs_kernel(w, h, sparsity=values) for w, h in zip(kernels, hs, strict=True)]
     results = []
     for i in range(len(values)):
         ws = [r[i][0] for r in per_leaf]
         ms = [r[i][1] for r in per_leaf]
-        results.append(ObsResult(lv.replace(ws), lv.state_tree(ms)))
+        results.append(ObsResult(rebuild(spec, params, ws), placed(spec, ms)))
     return results if many else results[0]

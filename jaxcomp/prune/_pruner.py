@@ -1,4 +1,4 @@
-"""The machinery shared by every mask-based pruning transform.
+"""The machinery shared by every mask-based pruning transform, and :func:`build_pruner`.
 
 A pruner keeps a boolean mask per selected leaf in its state. ``init`` computes the masks at the
 sparsity of step 0 and zeroes the pruned weights; ``apply`` is one ``where(mask, w, 0)`` per leaf;
@@ -10,8 +10,7 @@ the hard-masked dense params; the masks stay in the state for the encoders.
 Since ``init`` and ``update`` keep the pruned weights at exact zero, ``apply_own`` (what the
 training step uses, see :func:`jaxcomp.core.own_apply`) skips the forward's masking pass: it is
 the identity on the weights with a masked derivative (:func:`mask_grad`), so the gradient, and with
-it every optimizer (global-norm clipping included), is exactly that of ``where(mask, w, 0)``. On a
-CPU this pass was most of a masked LeNet-300-100 step's overhead over the dense step.
+it every optimizer (global-norm clipping included), is exactly that of ``where(mask, w, 0)``.
 
 Pruned weights stay pruned: when masks are recomputed, the weights pruned so far rank below every
 other weight, so with a non-decreasing sparsity the masks are nested (gradual pruning of Zhu and
@@ -22,121 +21,66 @@ ordered ``[(regex, value)]`` rule list of per-leaf values (layer scope), and is 
 leaves uniformly or by ERK (see :mod:`jaxcomp.prune._distribution`). A scheduled value ``s(t)``
 with ERK gives leaf ``l`` the sparsity ``s(t) * s_l / s_final``, which keeps the total count at
 ``s(t) * N`` and reaches ERK's allocation at the end of the schedule.
+
+References:
+  Han, Pool, Tran and Dally, "Learning both weights and connections for efficient neural
+  networks", NeurIPS 2015, arXiv:1506.02626.
+
+  Zhu and Gupta, "To prune, or not to prune: exploring the efficacy of pruning for model
+  compression", 2017, arXiv:1710.01878.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import is_masked
+from jaxcomp.core._map import leaf_values
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import placed
+from jaxcomp.core._map import rebuild
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
-from jaxcomp.core._tree import MaskedNode
 from jaxcomp.core._tree import path_str
 from jaxcomp.prune._distribution import erk_sparsities
 from jaxcomp.prune._masks import apply_masks
 from jaxcomp.prune._masks import global_masks
-from jaxcomp.prune._masks import is_masked
 from jaxcomp.prune._masks import layerwise_masks
-from jaxcomp.schedules._schedules import as_schedule
-from jaxcomp.select._select import resolve
-from jaxcomp.select._select import resolve_rules
 
-__all__ = ["mask_grad"]
+__all__ = ["PrunerState", "build_pruner", "mask_grad"]
 
 _SCOPES = ("layer", "global")
 _DISTRIBUTIONS = ("uniform", "erk")
 
 
-def check_sparsity_value(value: Any, name: str) -> Any:
-    """A number in [0, 1) (returned as float) or a schedule whose values are in [0, 1)."""
-    checked = as_schedule(value, name=name, low=0, high=1)
-    return checked if callable(value) else float(value)
+class PrunerState(NamedTuple):
+    """The state of a :func:`build_pruner` transform without extra fields.
+
+    Attributes:
+      masks: a bool array per selected leaf (True = kept), ``MaskedNode()`` elsewhere.
+    """
+
+    masks: Any
 
 
 def check_sparsity(sparsity: Any, *, fn: str, scope: str, distribution: str) -> Any:
     """Validates ``sparsity`` when a transform is built; returns it in canonical form."""
-    if scope not in _SCOPES:
-        raise ValueError(f"{fn}: scope must be one of {_SCOPES}, got {scope!r}")
-    if distribution not in _DISTRIBUTIONS:
-        raise ValueError(
-            f"{fn}: distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}"
-        )
-    per_leaf = isinstance(sparsity, dict | list | tuple)
-    if per_leaf and (scope == "global" or distribution != "uniform"):
+    checks.choice(scope, _SCOPES, fn=fn, name="scope")
+    checks.choice(distribution, _DISTRIBUTIONS, fn=fn, name="distribution")
+    if isinstance(sparsity, dict | list | tuple) and (scope, distribution) != ("layer", "uniform"):
         raise ValueError(
             f"{fn}: per-leaf sparsities (a dict or rule list) need scope='layer' and "
             f"distribution='uniform', got scope={scope!r}, distribution={distribution!r}"
         )
-    if isinstance(sparsity, dict):
-        if not sparsity:
-            raise ValueError(f"{fn}: sparsity dict is empty; give {{path: value}} per leaf")
-        return {k: check_sparsity_value(v, f"{fn}: sparsity[{k!r}]") for k, v in sparsity.items()}
-    if isinstance(sparsity, list | tuple):
-        if not sparsity or not all(
-            isinstance(r, list | tuple) and len(r) == 2 and isinstance(r[0], str) for r in sparsity
-        ):
-            raise ValueError(
-                f"{fn}: sparsity must be a number, a schedule, a {{path: value}} dict or a "
-                f"[(regex, value)] rule list, got {sparsity!r}"
-            )
-        return [(p, check_sparsity_value(v, f"{fn}: sparsity rule {p!r}")) for p, v in sparsity]
-    return check_sparsity_value(sparsity, f"{fn}: sparsity")
-
-
-def check_every(update_every: Any, fn: str) -> int:
-    if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-        raise ValueError(f"{fn}: update_every must be an int >= 1, got {update_every!r}")
-    return update_every
-
-
-class Leaves:
-    """The selected leaves of a tree in flattening order, and how to rebuild state trees."""
-
-    def __init__(self, cparams: Any, selected: list[bool]):
-        pl, self.treedef = jax.tree_util.tree_flatten_with_path(cparams)
-        self.leaves = [x for _, x in pl]
-        self.paths = [path_str(p) for p, _ in pl]
-        self.selected = selected
-        self.index = [i for i, f in enumerate(selected) if f]
-
-    @classmethod
-    def from_state(cls, cparams: Any, masks: Any) -> Leaves:
-        treedef = jax.tree.structure(cparams)
-        subs = treedef.flatten_up_to(masks)
-        return cls(cparams, [not is_masked(m) for m in subs])
-
-    def sel(self, tree: Any | None = None) -> list[Any]:
-        """The selected leaves of ``tree`` (the cparams when omitted)."""
-        if tree is None:
-            return [self.leaves[i] for i in self.index]
-        subs = self.treedef.flatten_up_to(tree)
-        return [subs[i] for i in self.index]
-
-    def sel_paths(self) -> list[str]:
-        return [self.paths[i] for i in self.index]
-
-    def state_tree(self, values: list[Any]) -> Any:
-        """A tree with ``values`` at the selected leaves and MaskedNode elsewhere."""
-        out: list[Any] = [MaskedNode()] * len(self.leaves)
-        for i, v in zip(self.index, values, strict=True):
-            out[i] = v
-        return jax.tree.unflatten(self.treedef, out)
-
-    def replace(self, values: list[Any]) -> Any:
-        """The cparams with the selected leaves replaced by ``values``."""
-        out = list(self.leaves)
-        for i, v in zip(self.index, values, strict=True):
-            out[i] = v
-        return jax.tree.unflatten(self.treedef, out)
-
-
-def select_leaves(params: Any, where: Any, fn: str) -> Leaves:
-    sel = resolve(where, params, what=f"{fn}(where=...)")
-    treedef = jax.tree.structure(params)
-    return Leaves(params, [bool(f) for f in treedef.flatten_up_to(sel)])
+    one = lambda v, name: checks.schedule_or_number(v, fn=fn, name=name)
+    return checks.per_leaf(sparsity, one, fn=fn, name="sparsity")
 
 
 def path_dict(tree: Any) -> dict[str, Any]:
@@ -163,31 +107,12 @@ def by_path(tree: Any, paths: list[str], what: str, shapes: list[tuple[int, ...]
     return out
 
 
-def leaf_sparsities(spec: Any, leaves: Leaves, fn: str, distribution: str) -> list[Any]:
+def leaf_sparsities(spec: Any, paths: list[str], weights: list[Any], fn: str, dist: str) -> list:
     """Per selected leaf: a float or a schedule (layer scope)."""
-    paths = leaves.sel_paths()
-    if isinstance(spec, dict):
-        unknown = sorted(set(spec) - set(paths))
-        missing = [p for p in paths if p not in spec]
-        if unknown or missing:
-            raise ValueError(
-                f"{fn}: the sparsity dict must have exactly the selected paths {paths}; "
-                f"unknown {unknown}, missing {missing}"
-            )
-        return [spec[p] for p in paths]
-    if isinstance(spec, list):
-        probe = {p: 0 for p in paths}
-        values = resolve_rules(spec, probe, default=None, what=f"{fn}(sparsity=...)")
-        out = [values[p] for p in paths]
-        uncovered = [p for p, v in zip(paths, out, strict=True) if v is None]
-        if uncovered:
-            raise ValueError(f"{fn}: no sparsity rule covers the selected leaves {uncovered}")
-        return out
-    if distribution == "uniform":
-        return [spec] * len(paths)
-    shapes = [tuple(x.shape) for x in leaves.sel()]
+    if isinstance(spec, dict | list) or dist == "uniform":
+        return leaf_values(spec, paths, fn=fn, name="sparsity")
     final = spec if isinstance(spec, float) else float(spec(10**9))
-    per = erk_sparsities(shapes, final)
+    per = erk_sparsities([tuple(w.shape) for w in weights], final)
     if isinstance(spec, float):
         return per
     ratios = [p / final if final > 0 else 0.0 for p in per]
@@ -229,119 +154,130 @@ def apply_masked(cparams: Any, state: Any) -> Any:
 
 
 def apply_own_masked(cparams: Any, state: Any) -> Any:
-    """``apply_own`` of a transform whose ``state.masks`` are kept by ``init``/``update``.
-
-    The selected leaves pass through :func:`mask_grad`: their pruned entries are already zero.
-    """
-    lv = Leaves.from_state(cparams, state.masks)
-    return lv.replace([mask_grad(w, m) for w, m in zip(lv.sel(), lv.sel(state.masks), strict=True)])
-
-
-def _at(value: Any, step: Any) -> Any:
-    return value(step) if callable(value) else value
-
-
-def compute_masks(
-    scores: list[jax.Array],
-    old: list[jax.Array],
-    *,
-    spec: Any,
-    leaves: Leaves,
-    scope: str,
-    distribution: str,
-    fn: str,
-    step: Any,
-) -> list[jax.Array]:
-    """Exact top-k masks of the selected leaves; pruned weights rank lowest (sticky)."""
-    sticky = [
-        jnp.where(m, s.astype(jnp.float32), -jnp.inf) for s, m in zip(scores, old, strict=True)
-    ]
-    if scope == "global":
-        return global_masks(sticky, _at(spec, step))
-    per = leaf_sparsities(spec, leaves, fn, distribution)
-    return layerwise_masks(sticky, [_at(v, step) for v in per])
+    """``apply_own`` of a transform whose ``state.masks`` are kept by ``init``/``update``: the
+    selected leaves pass through :func:`mask_grad` (their pruned entries are already zero)."""
+    ws, ms = selected(state.masks, cparams), selected(state.masks, state.masks)
+    return rebuild(state.masks, cparams, [mask_grad(w, m) for w, m in zip(ws, ms, strict=True)])
 
 
 def build_pruner(
+    score: Callable[..., jax.Array],
     *,
-    fn: str,
-    state_cls: type,
     sparsity: Any,
-    where: Any,
-    scope: str,
-    distribution: str,
-    update_every: int,
-    scores: Callable[[list[Any], dict[str, list[Any]], Any], list[jax.Array]],
-    init_extra: Callable[[Any, Leaves], dict[str, list[Any]]] = lambda p, lv: {},
-    accumulate: Callable[..., dict[str, list[Any]]] | None = None,
+    where: Any = None,
+    scope: str = "layer",
+    distribution: str = "uniform",
+    update_every: int = 1,
+    name: str = "build_pruner",
+    state_cls: type = PrunerState,
+    init_extra: Callable[[Any, Any], dict[str, list[Any]]] | None = None,
+    accumulate: Callable[..., dict[str, Any]] | None = None,
     prune_at_init: bool = True,
 ) -> Transform:
-    """A mask-based pruning transform (see the module docstring).
+    """A mask-based pruning transform from a score function: the lowest scores are pruned.
 
-    ``sparsity``, ``scope``, ``distribution`` and ``update_every`` are validated here, when the
-    transform is built, with messages naming ``fn``.
+    Every pruner of :mod:`jaxcomp.prune` (magnitude, random, Taylor, OBD) is this function with
+    its own ``score``; a new criterion is one more. The transform keeps exact counts (layer-wise
+    ``floor(s * n)`` zeros per leaf, or ``floor(s * N)`` over all selected leaves with
+    ``scope="global"``), keeps pruned weights pruned when masks are recomputed (nested masks under
+    a growing sparsity), re-zeroes them after every step, and recomputes the masks every
+    ``update_every`` steps (see the module docstring). Hyperparameters are checked here, with
+    messages naming ``name``.
 
     Args:
-      fn: the factory's name, for messages.
-      state_cls: the state NamedTuple; its first field is ``masks``, the others ``init_extra``'s.
-      scores: ``scores(selected_cparams, extra, step) -> scores`` (higher is kept).
-      init_extra: ``(params, leaves) -> {field: [array per selected leaf]}``.
-      accumulate: ``(selected_cparams, selected_grads, extra) -> extra`` every update with grads;
-        the accumulated fields are reset to zero when the masks are recomputed.
+      score: ``score(w, leaf, step, **extra) -> scores`` for one selected leaf: ``w`` its weights,
+        ``leaf`` its :class:`jaxcomp.core.Leaf` (path and index, for
+        :func:`jaxcomp.core.leaf_key`), ``step`` the (traced) step, ``extra`` the leaf's extra
+        state fields. Higher scores are kept; the shape is ``w``'s.
+      sparsity: a number in ``[0, 1)``, a schedule, or (layer scope) ``{path: value}`` or
+        ``[(regex, value)]`` per-leaf values.
+      where: the leaves to prune (default :func:`jaxcomp.select.kernels`).
+      scope: ``"layer"`` or ``"global"``.
+      distribution: with ``scope="layer"``, ``"uniform"`` or ``"erk"``.
+      update_every: recompute the masks every this many steps, an int >= 1.
+      name: the factory's name, for messages.
+      state_cls: the state NamedTuple; its first field is ``masks``, the others are the fields of
+        ``init_extra`` (a state tree each, ``MaskedNode()`` at unselected leaves).
+      init_extra: ``(params, spec) -> {field: [array per selected leaf]}`` (``spec`` as
+        :func:`jaxcomp.core.select` returns it).
+      accumulate: ``accumulate(w, g, **extra) -> extra`` for one leaf at every ``update`` with
+        ``grads``; these fields restart from zero when the masks are recomputed.
       prune_at_init: compute the masks in ``init`` (False for criteria that need gradients).
+
+    Returns:
+      A :class:`jaxcomp.Transform` whose state is a ``state_cls``.
+
+    Raises:
+      ValueError: a sparsity outside ``[0, 1)``, an unknown scope or distribution,
+        ``update_every < 1``.
+
+    Examples:
+        A criterion that prunes the weights closest to the layer's mean:
+
+        >>> import jax.numpy as jnp
+        >>> t = build_pruner(lambda w, *_: jnp.abs(w - w.mean()), sparsity=0.5, name="centred")
+        >>> c, s = t.init({"Dense_0": {"kernel": jnp.array([[1.0, 2.0], [3.0, 10.0]])}})
+        >>> c["Dense_0"]["kernel"].tolist()
+        [[1.0, 0.0], [0.0, 10.0]]
     """
-    sparsity = check_sparsity(sparsity, fn=fn, scope=scope, distribution=distribution)
-    check_every(update_every, fn)
+    sparsity = check_sparsity(sparsity, fn=name, scope=scope, distribution=distribution)
+    checks.integer(update_every, fn=name, name="update_every")
+    extra_fields = state_cls._fields[1:]
 
-    def pack(lv: Leaves, masks: list[Any], extra: dict[str, list[Any]]) -> Any:
-        return state_cls(lv.state_tree(masks), **{k: lv.state_tree(v) for k, v in extra.items()})
+    def pack(spec: Any, masks: list[Any], extra: dict[str, list[Any]]) -> Any:
+        return state_cls(placed(spec, masks), **{k: placed(spec, extra[k]) for k in extra_fields})
 
-    def unpack(lv: Leaves, state: Any) -> tuple[list[Any], dict[str, list[Any]]]:
-        d = state._asdict()
-        masks = lv.sel(d.pop("masks"))
-        return masks, {k: lv.sel(v) for k, v in d.items()}
+    def compute(spec, ws, masks, extra, step):
+        lvs = leaves(spec)
+        scores = [
+            jnp.where(m, score(w, lf, step, **{k: extra[k][i] for k in extra_fields}), -jnp.inf)
+            for i, (lf, w, m) in enumerate(zip(lvs, ws, masks, strict=True))
+        ]  # pruned weights rank lowest, so masks are nested
+        scores = [s.astype(jnp.float32) for s in scores]
+        at = lambda v: v(step) if callable(v) else v
+        if scope == "global":
+            return global_masks(scores, at(sparsity))
+        per = leaf_sparsities(sparsity, [lf.path for lf in lvs], ws, name, distribution)
+        return layerwise_masks(scores, [at(v) for v in per])
 
     def init(params):
-        lv = select_leaves(params, where, fn)
-        leaf_sparsities(sparsity, lv, fn, distribution)  # validates per-leaf specs against paths
-        c = lv.sel()
-        masks = [jnp.ones(jnp.shape(w), bool) for w in c]
-        extra = init_extra(params, lv)
+        spec = select(params, where, fn=name)
+        ws = selected(spec, params)
+        leaf_sparsities(sparsity, [lf.path for lf in leaves(spec)], ws, name, distribution)
+        masks = [jnp.ones(jnp.shape(w), bool) for w in ws]
+        extra = init_extra(params, spec) if init_extra is not None else {}
         if prune_at_init:
-            masks = compute_masks(
-                scores(c, extra, 0), masks, spec=sparsity, leaves=lv, scope=scope,
-                distribution=distribution, fn=fn, step=0,
-            )  # fmt: skip
-        return lv.replace(zero_pruned(c, masks)), pack(lv, masks, extra)
+            masks = compute(spec, ws, masks, extra, 0)
+        return rebuild(spec, params, zero_pruned(ws, masks)), pack(spec, masks, extra)
 
     def update(cparams, state, *, step, grads=None):
-        lv = Leaves.from_state(cparams, state.masks)
-        c = lv.sel()
-        masks, extra = unpack(lv, state)
+        spec = state.masks
+        ws, masks = selected(spec, cparams), selected(spec, spec)
+        extra = {k: selected(spec, getattr(state, k)) for k in extra_fields}
         if accumulate is not None and grads is not None:
-            extra = accumulate(c, lv.sel(grads), extra)
+            per = [
+                accumulate(w, g, **{k: extra[k][i] for k in extra_fields})
+                for i, (w, g) in enumerate(zip(ws, selected(spec, grads), strict=True))
+            ]
+            extra = {k: [p[k] for p in per] for k in extra_fields}
         step = jnp.asarray(step, jnp.int32)
-
         # re-zero with the current masks first: it fuses with the optimizer's update of the
         # weights; the branch that recomputes the masks then zeroes the newly pruned ones too
-        c = zero_pruned(c, masks)
+        ws = zero_pruned(ws, masks)
 
         def recompute(operand):
-            c, masks, extra = operand
-            new = compute_masks(
-                scores(c, extra, step), masks, spec=sparsity, leaves=lv, scope=scope,
-                distribution=distribution, fn=fn, step=step,
-            )  # fmt: skip
+            ws, masks, extra = operand
+            new = compute(spec, ws, masks, extra, step)
             if accumulate is not None:
                 extra = {k: [jnp.zeros_like(x) for x in v] for k, v in extra.items()}
-            return zero_pruned(c, new), new, extra
+            return zero_pruned(ws, new), new, extra
 
         if update_every == 1:
-            c, masks, extra = recompute((c, masks, extra))
+            ws, masks, extra = recompute((ws, masks, extra))
         else:
-            c, masks, extra = jax.lax.cond(
-                step % update_every == 0, recompute, lambda op: op, (c, masks, extra)
+            ws, masks, extra = jax.lax.cond(
+                step % update_every == 0, recompute, lambda op: op, (ws, masks, extra)
             )
-        return lv.replace(c), pack(lv, masks, extra)
+        return rebuild(spec, cparams, ws), pack(spec, masks, extra)
 
     return Transform(init, apply_masked, update, apply_masked, apply_own_masked)

@@ -29,23 +29,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcomp.prune._pruner import select_leaves
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 
 __all__ = ["biased_decay", "l1", "l2"]
 
 _KINDS = ("hyperbolic", "exponential")
 
 
-def _nonneg(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    return float(value)
-
-
 def _penalty(fn: str, where: Any, per_weight: Callable[[jax.Array], jax.Array], strength: float):
     def penalty(params: Any) -> jax.Array:
-        lv = select_leaves(params, where, fn)
-        total = sum(jnp.sum(per_weight(w.astype(jnp.float32))) for w in lv.sel())
+        ws = selected(select(params, where, fn=fn), params)
+        total = sum(jnp.sum(per_weight(w.astype(jnp.float32))) for w in ws)
         return strength * jnp.asarray(total, jnp.float32)
 
     return penalty
@@ -66,7 +62,7 @@ def l1(*, strength: float = 1.0, where: Any = None) -> Callable[[Any], jax.Array
         >>> float(l1(strength=0.5)({"Dense_0": {"kernel": jnp.array([[1.0, -2.0]])}}))
         1.5
     """
-    return _penalty("l1", where, jnp.abs, _nonneg(strength, "l1: strength"))
+    return _penalty("l1", where, jnp.abs, checks.number(strength, fn="l1", name="strength", low=0))
 
 
 def l2(*, strength: float = 1.0, where: Any = None) -> Callable[[Any], jax.Array]:
@@ -79,7 +75,9 @@ def l2(*, strength: float = 1.0, where: Any = None) -> Callable[[Any], jax.Array
     Returns:
       ``penalty(params) -> scalar``.
     """
-    return _penalty("l2", where, jnp.square, _nonneg(strength, "l2: strength"))
+    return _penalty(
+        "l2", where, jnp.square, checks.number(strength, fn="l2", name="strength", low=0)
+    )
 
 
 def biased_decay(
@@ -105,12 +103,9 @@ def biased_decay(
       Hanson and Pratt, "Comparing biases for minimal network construction with
       back-propagation", NeurIPS 1988.
     """
-    strength = _nonneg(strength, "biased_decay: strength")
-    if kind not in _KINDS:
-        raise ValueError(f"biased_decay: kind must be one of {_KINDS}, got {kind!r}")
-    if isinstance(lam, bool) or not isinstance(lam, int | float) or not lam > 0:
-        raise ValueError(f"biased_decay: lam must be a number > 0, got {lam!r}")
-    lam = float(lam)
+    strength = checks.number(strength, fn="biased_decay", name="strength", low=0)
+    checks.choice(kind, _KINDS, fn="biased_decay", name="kind")
+    lam = checks.number(lam, fn="biased_decay", name="lam", low=0, low_open=True)
     if kind == "hyperbolic":
         per_weight = lambda w: jnp.square(w) / (1.0 + lam * jnp.square(w))
     else:

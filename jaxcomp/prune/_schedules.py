@@ -22,18 +22,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+from jaxcomp.core import _checks as checks
 from jaxcomp.core._types import Schedule
-from jaxcomp.prune._masks import check_fraction
 from jaxcomp.schedules._schedules import polynomial
 from jaxcomp.schedules._schedules import step
 
 __all__ = ["gradual_schedule", "iterative_schedule"]
-
-
-def _step_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    return value
 
 
 def gradual_schedule(
@@ -60,12 +54,12 @@ def gradual_schedule(
         >>> [round(float(s(t)), 4) for t in (0, 50, 100)]
         [0.0, 0.7875, 0.9]
     """
-    final = check_fraction(sparsity, "gradual_schedule: sparsity")
-    init = check_fraction(initial, "gradual_schedule: initial")
+    final = checks.fraction(sparsity, fn="gradual_schedule", name="sparsity")
+    init = checks.fraction(initial, fn="gradual_schedule", name="initial")
     if init > final:
         raise ValueError(f"gradual_schedule: initial={initial} must be <= sparsity={sparsity}")
-    _step_int(begin, "gradual_schedule: begin")
-    _step_int(end, "gradual_schedule: end")
+    checks.integer(begin, fn="gradual_schedule", name="begin", low=0)
+    checks.integer(end, fn="gradual_schedule", name="end", low=0)
     if end <= begin:
         raise ValueError(
             f"gradual_schedule: end={end} must be greater than begin={begin} (a schedule "
@@ -96,12 +90,11 @@ def iterative_schedule(sparsities: Sequence[float], *, every: int, begin: int = 
         >>> [float(s(t)) for t in (0, 5, 14, 15)]
         [0.0, 0.5, 0.5, 0.75]
     """
-    values = [check_fraction(v, "iterative_schedule: sparsities[i]") for v in sparsities]
+    values = [checks.fraction(v, fn="iterative_schedule", name="sparsities[i]") for v in sparsities]
     if not values:
         raise ValueError("iterative_schedule: sparsities must hold at least one value")
     if any(b < a for a, b in itertools.pairwise(values)):
         raise ValueError(f"iterative_schedule: sparsities must be non-decreasing, got {values}")
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"iterative_schedule: every must be an int >= 1, got {every!r}")
-    _step_int(begin, "iterative_schedule: begin")
+    checks.integer(every, fn="iterative_schedule", name="every")
+    checks.integer(begin, fn="iterative_schedule", name="begin", low=0)
     return step([begin + i * every for i in range(len(values))], [0.0, *values])

@@ -21,10 +21,13 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from jaxcomp.prune._masks import check_fraction
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import rebuild
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.prune._masks import num_pruned
 from jaxcomp.prune._masks import topk_mask
-from jaxcomp.prune._pruner import select_leaves
 
 __all__ = ["SensitivityResult", "sensitivity_scan", "sparsities_for_drop"]
 
@@ -75,19 +78,21 @@ def sensitivity_scan(
         raise ValueError(
             "sensitivity_scan: sparsities must be a non-empty list of numbers in [0, 1)"
         )
-    grid = sorted(check_fraction(s, "sensitivity_scan: sparsities[i]") for s in sparsities)
-    lv = select_leaves(params, where, "sensitivity_scan")
+    grid = sorted(
+        checks.fraction(s, fn="sensitivity_scan", name="sparsities[i]") for s in sparsities
+    )
+    spec = select(params, where, fn="sensitivity_scan")
+    ws = selected(spec, params)
     base = float(evaluate(params))
     metrics = {}
-    for i, (p, w) in enumerate(zip(lv.sel_paths(), lv.sel(), strict=True)):
+    for i, (leaf, w) in enumerate(zip(leaves(spec), ws, strict=True)):
         sc = score(w)
         row = []
         for s in grid:
             m = topk_mask(sc, num_pruned(s, w.size))
-            leaves = list(lv.sel())
-            leaves[i] = jnp.where(m, w, jnp.zeros_like(w))
-            row.append(float(evaluate(lv.replace(leaves))))
-        metrics[p] = tuple(row)
+            pruned = [jnp.where(m, w, jnp.zeros_like(w)) if j == i else x for j, x in enumerate(ws)]
+            row.append(float(evaluate(rebuild(spec, params, pruned))))
+        metrics[leaf.path] = tuple(row)
     return SensitivityResult(base, tuple(grid), metrics)
 
 
@@ -102,8 +107,7 @@ def sparsities_for_drop(result: SensitivityResult, *, max_drop: float) -> dict[s
       ``{path: sparsity}`` (0.0 for a leaf that no grid value satisfies), usable as
       ``magnitude(sparsity=...)``.
     """
-    if isinstance(max_drop, bool) or not isinstance(max_drop, int | float) or max_drop < 0:
-        raise ValueError(f"sparsities_for_drop: max_drop must be a number >= 0, got {max_drop!r}")
+    checks.number(max_drop, fn="sparsities_for_drop", name="max_drop", low=0)
     out = {}
     for p, drops in result.drops().items():
         chosen = 0.0

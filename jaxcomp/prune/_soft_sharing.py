@@ -30,9 +30,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import placed
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
-from jaxcomp.prune._pruner import Leaves
-from jaxcomp.prune._pruner import select_leaves
 
 __all__ = [
     "MixturePrior",
@@ -100,10 +103,9 @@ def soft_sharing_penalty(cparams: SoftSharingParams, state: SoftSharingState) ->
       state: its :class:`SoftSharingState`.
     """
     means, log_vars, log_pi = _components(cparams.prior, state.log_pi_zero)
-    lv = Leaves.from_state(cparams.params, state.selected)
     total = [
         -jnp.sum(jax.nn.logsumexp(_log_joint(w, means, log_vars, log_pi), axis=-1))
-        for w in lv.sel()
+        for w in selected(state.selected, cparams.params)
     ]
     return jnp.asarray(sum(total), jnp.float32)
 
@@ -130,17 +132,16 @@ def soft_sharing(
     Raises:
       ValueError: naming the argument, when one is out of range.
     """
-    if isinstance(components, bool) or not isinstance(components, int) or components < 2:
-        raise ValueError(f"soft_sharing: components must be an int >= 2, got {components!r}")
-    if isinstance(pi_zero, bool) or not isinstance(pi_zero, int | float) or not 0 < pi_zero < 1:
-        raise ValueError(f"soft_sharing: pi_zero must be in (0, 1), got {pi_zero!r}")
-    if isinstance(min_std, bool) or not isinstance(min_std, int | float) or not min_std > 0:
-        raise ValueError(f"soft_sharing: min_std must be a number > 0, got {min_std!r}")
+    checks.integer(components, fn="soft_sharing", name="components", low=2)
+    checks.number(pi_zero, fn="soft_sharing", name="pi_zero", low=0, high=1, low_open=True,
+                  high_open=True)  # fmt: skip
+    checks.number(min_std, fn="soft_sharing", name="min_std", low=0, low_open=True)
     min_log_var = 2.0 * math.log(min_std)
 
     def init(params):
-        lv = select_leaves(params, where, "soft_sharing")
-        flat = jnp.concatenate([jnp.ravel(w).astype(jnp.float32) for w in lv.sel()])
+        spec = select(params, where, fn="soft_sharing")
+        ws = selected(spec, params)
+        flat = jnp.concatenate([jnp.ravel(w).astype(jnp.float32) for w in ws])
         lo, hi = jnp.min(flat), jnp.max(flat)
         span = jnp.maximum(hi - lo, 1e-3)
         means = jnp.linspace(lo, hi, components - 1)
@@ -150,9 +151,9 @@ def soft_sharing(
             log_vars=jnp.full((components,), 2.0 * jnp.log(std), jnp.float32),
             logits=jnp.zeros((components - 1,), jnp.float32),
         )
-        selected = lv.state_tree([jnp.ones((), bool) for _ in lv.sel()])
+        marks = placed(spec, [jnp.ones((), bool) for _ in ws])
         log_pi_zero = jnp.log(jnp.float32(pi_zero))
-        return SoftSharingParams(params, prior), SoftSharingState(selected, log_pi_zero)
+        return SoftSharingParams(params, prior), SoftSharingState(marks, log_pi_zero)
 
     def apply(cparams, state):
         return cparams.params
@@ -164,11 +165,11 @@ def soft_sharing(
 
     def finalize(cparams, state):
         means, log_vars, log_pi = _components(cparams.prior, state.log_pi_zero)
-        lv = Leaves.from_state(cparams.params, state.selected)
-        out = []
-        for w in lv.sel():
+
+        def one(leaf, w):
             j = jnp.argmax(_log_joint(w, means, log_vars, log_pi), axis=-1)
-            out.append(means[j].reshape(w.shape).astype(w.dtype))
-        return lv.replace(out)
+            return means[j].reshape(w.shape).astype(w.dtype)
+
+        return map_leaves(one, state.selected, cparams.params)
 
     return Transform(init, apply, update, finalize)
