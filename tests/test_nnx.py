@@ -2,6 +2,7 @@
 
 import json
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +117,9 @@ def test_merge_takes_other_shapes_and_pytrees():
     apply, variables = functional(nnx.Linear(3, 4, rngs=nnx.Rngs(0)))
     small = {"params": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros((2,))}}
     assert apply(small, jnp.ones((5, 3))).shape == (5, 2)
+    frozen = flax.core.freeze(variables)  # linen's FrozenDict variables are mappings too
+    ones = jnp.ones((5, 3))
+    np.testing.assert_array_equal(apply(frozen, ones), apply(variables, ones))
     factors = {"u": jnp.ones((3, 1)), "v": jnp.ones((1, 4))}
     module = apply.merge({"params": {**variables["params"], "kernel": factors}})
     assert jax.tree.map(jnp.shape, module.kernel.get_value()) == {"u": (3, 1), "v": (1, 4)}

@@ -34,6 +34,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,7 +98,7 @@ def _variables_of(module: nnx.Module) -> dict[str, dict[str, Any]]:
 
 def _lookup(tree: Any, path: tuple[Any, ...]) -> Any:
     for key in path:
-        if not isinstance(tree, dict):
+        if not isinstance(tree, Mapping):
             raise KeyError(key)
         if key in tree:
             tree = tree[key]
@@ -113,7 +114,7 @@ def _leaf_paths(tree: Any, prefix: tuple[Any, ...], stop: set[tuple[str, ...]]) 
     key = tuple(str(p) for p in prefix)
     if key in stop:
         return
-    if isinstance(tree, dict) and tree:
+    if isinstance(tree, Mapping) and tree:
         for k, v in tree.items():
             yield from _leaf_paths(v, (*prefix, k), stop)
     else:
@@ -198,7 +199,7 @@ class NNXApply:
                 have, lacks one it has, or a collection's paths differ from the module's
                 (missing and unexpected paths are named).
         """
-        if not isinstance(variables, dict):
+        if not isinstance(variables, Mapping):
             raise ValueError(
                 f"variables must be a dict of collections, got {type(variables).__name__}"
             )
