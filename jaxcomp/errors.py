@@ -9,10 +9,12 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CompositionError",
     "CorruptArtifactError",
     "DatasetNotFoundError",
     "JaxcompError",
     "NotCalibratedError",
+    "RankOutOfRangeError",
     "SelectionError",
     "StructureMismatchError",
 ]
@@ -54,3 +56,22 @@ class CorruptArtifactError(JaxcompError, ValueError):
 
 class NotCalibratedError(JaxcompError, RuntimeError):
     """A calibration observer was asked for a scale before it saw any data."""
+
+
+class RankOutOfRangeError(JaxcompError, ValueError):
+    """A low-rank method was given a rank that a layer cannot take.
+
+    Raised at ``init`` when a rank is below 1 or above the layer's largest rank (``min(m, n)`` for
+    an SVD); the message names the layer and the allowed range. Also exported as
+    ``jaxcomp.lowrank.RankOutOfRangeError``.
+    """
+
+
+class CompositionError(JaxcompError, ValueError):
+    """Transforms composed in an order whose baked result could not keep every effect.
+
+    Raised by :func:`jaxcomp.chain` at ``init`` (and by its ``finalize``) when the finalized
+    model would differ from the trained one, for example a pruner applied over low-rank factors
+    that it cannot zero, or two transforms that both encode the same leaf. The message names the
+    order that works where there is one. A chain is never silently baked with an effect missing.
+    """
