@@ -18,7 +18,6 @@ from jaxcomp.core._nodes import to_dense
 from jaxcomp.core._transform import ChainState
 from jaxcomp.core._transform import EmptyState
 from jaxcomp.core._transform import PartitionState
-from jaxcomp.core._transform import SplitPartitionState
 from jaxcomp.core._transform import Transform
 from jaxcomp.core._transform import chain
 from jaxcomp.core._transform import identity
@@ -30,7 +29,6 @@ from jaxcomp.core._tree import check_same_structure
 from jaxcomp.core._tree import is_array
 from jaxcomp.core._tree import leaf_paths
 from jaxcomp.core._tree import path_str
-from jaxcomp.core._tree import tree_merge
 from jaxcomp.core._tree import tree_select
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "Leaf",
     "MaskedNode",
     "PartitionState",
-    "SplitPartitionState",
     "Transform",
     "chain",
     "check_same_structure",
@@ -64,6 +61,5 @@ __all__ = [
     "select",
     "selected",
     "to_dense",
-    "tree_merge",
     "tree_select",
 ]
