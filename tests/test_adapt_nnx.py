@@ -131,7 +131,7 @@ def test_activations_and_calibration(lenet, int_matmul):
     _close(qn(cn, 0.5 * x), ql(cl, 0.5 * x))
     # the gradient, through the straight-through estimator (and the int8 forward)
     loss = lambda q: lambda p: jnp.sum(q({**cn, "params": p}, x) ** 2)
-    _close(jax.grad(loss(qn))(v["params"]), jax.grad(loss(ql))(v["params"]), rtol=1e-4, atol=1e-5)
+    _close(jax.grad(loss(qn))(v["params"]), jax.grad(loss(ql))(v["params"]), rtol=1e-5, atol=1e-6)
 
 
 def test_run_int8(lenet):
@@ -163,10 +163,10 @@ def test_obs_hessians_and_pruning(lenet):
     hl = prune.layer_hessians(linen_apply, v, x, batch_size=2)
     hn = prune.layer_hessians(nnx_apply, v, x, batch_size=2)
     assert set(hn) == {"Conv_0/kernel", "Conv_1/kernel", "Dense_0/kernel", "Dense_1/kernel"}
-    _close(hn, hl, rtol=1e-4)
+    _close(hn, hl, rtol=1e-5)
     rl = prune.obs_prune(v["params"], hl, sparsity=0.5, where=jc.select.by_regex("Dense_1/kernel"))
     rn = prune.obs_prune(v["params"], hn, sparsity=0.5, where=jc.select.by_regex("Dense_1/kernel"))
-    _close(rn.params, rl.params, rtol=1e-4, atol=1e-5)
+    _close(rn.params, rl.params, rtol=1e-5, atol=1e-6)
 
 
 def test_qcnn_error_correction(lenet):
@@ -178,7 +178,7 @@ def test_qcnn_error_correction(lenet):
         t = quant.product_quant(subvector=4, clusters=4, key=jax.random.key(3), inputs=inputs,
                                 where=jc.select.by_regex("Dense_1/kernel"))  # fmt: skip
         got[name] = t.apply(*t.init(v["params"]))["Dense_1"]["kernel"]
-    _close(got["nnx"], got["linen"], rtol=1e-4, atol=1e-5)
+    _close(got["nnx"], got["linen"], rtol=1e-5, atol=1e-6)
 
 
 class _BNNet(nnx.Module):
