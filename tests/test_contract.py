@@ -24,8 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 import jaxcomp as jc
+from experiments import composition
 
 CORE_CASES = [
     ("identity", lambda: jc.identity()),
@@ -89,6 +93,16 @@ def test_jit_equals_no_jit(name, factory, params):
     _assert_tree_equal(jax.jit(upd)(c, s), upd(c, s))
 
 
+def _shared_trainables(t, params):
+    """True for a transform whose cparams cannot be placed at leaf paths (a shared prior)."""
+    c, _ = t.init(params)
+    try:
+        jax.tree.structure(params).flatten_up_to(c)
+    except (ValueError, TypeError):
+        return True
+    return False
+
+
 @pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
 def test_inside_chain_and_partition(name, factory, tiny_params):
     t = factory()
@@ -101,7 +115,15 @@ def test_inside_chain_and_partition(name, factory, tiny_params):
         lambda p, _: "t" if jc.core.path_str(p).startswith("Dense") else "keep", tiny_params
     )
     part = jc.partition({"t": t, "keep": jc.identity()}, labels)
+    if _shared_trainables(t, tiny_params):  # refused, never placed under a label
+        with pytest.raises(jc.errors.StructureMismatchError, match="its own where="):
+            part.init(tiny_params)
+        return
     pc, ps = part.init(tiny_params)
+    # paths are kept: every leaf of the partition's cparams sits under a params path
+    params_paths = jc.core.leaf_paths(tiny_params)
+    for path in jc.core.leaf_paths(pc):
+        assert any(path == q or path.startswith(q + "/") for q in params_paths), path
     out = part.apply(pc, ps)
     assert _sds(out) == _sds(tiny_params)
     _assert_tree_equal(out["Conv_0"], tiny_params["Conv_0"])
@@ -130,6 +152,61 @@ def test_differentiable(name, factory, tiny_params):
 
 
 OWN_CASES = [c for c in CASES if c[1]().apply_own is not None]
+
+
+_PAIRS = [(a, b) for a in CASES for b in CASES]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sampled_from(_PAIRS))
+def test_every_ordered_pair_composes_or_is_refused(tiny_params, pair):
+    """Property over all ordered pairs of contract cases: ``chain(a, b)`` is refused at init
+    with a ValueError, or its baked model is its trained model (after updates too). A sample per
+    run; ``python -m experiments.composition`` runs the full matrix (docs/results/composition.md).
+    """
+    (_, a), (_, b) = pair
+    composition.check_pair(a, b, tiny_params, updates=1)
+
+
+def test_composition_experiment_smoke():
+    out = composition.main(["--smoke"])
+    assert out["pairs"] == 4 and out["failed"] == 0
+    assert out["composes"] + out["refused"] == 4
+
+
+@pytest.mark.parametrize("order", ["prune_then_quant", "quant_then_prune"])
+def test_prune_and_fake_quant_bake_to_int8_codes_with_zeros(order):
+    params = {"Dense_0": {"kernel": jax.random.normal(jax.random.key(0), (40, 50))}}
+    prune = jc.prune.magnitude(sparsity=0.9)
+    quant = jc.quant.fake_quant(bits=8)
+    t = jc.chain(prune, quant) if order == "prune_then_quant" else jc.chain(quant, prune)
+    c, s = t.init(params)
+    q = t.finalize(c, s)["Dense_0"]["kernel"]
+    assert isinstance(q, jc.quant.QuantizedArray) and q.codes.dtype == jnp.int8
+    assert int(jnp.sum(q.codes == 0)) == 1800  # 90% of 2000, exactly
+    _assert_tree_equal(jc.to_dense(t.finalize(c, s)), t.apply(c, s))
+
+
+def _public_factories():
+    import inspect
+
+    out = []
+    for pkg in (jc.prune, jc.quant, jc.lowrank):
+        for n in pkg.__all__:
+            f = getattr(pkg, n)
+            if callable(f) and not isinstance(f, type):
+                ann = inspect.signature(f).return_annotation
+                if "Transform" in str(ann):
+                    out.append(f"{pkg.__name__.rsplit('.', 1)[-1]}.{n}")
+    return out
+
+
+def test_every_public_transform_factory_is_a_contract_case():
+    covered = {name.split("(")[0] for name, _ in CASES}
+    factories = _public_factories()
+    assert len(factories) > 20
+    missing = sorted(set(factories) - covered)
+    assert not missing, f"public transform factories without a contract case: {missing}"
 
 
 def _own_matches(t, params):
