@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+import jaxcomp as jc
 from jaxcomp import encode
 from jaxcomp.core import ChainState
 from jaxcomp.core import EmptyState
@@ -228,7 +229,7 @@ def test_foreign_classes_are_refused(artifact):
     assert node["t"] == "namedtuple"
     for ref in ("os:system", "subprocess:Popen", "builtins:tuple"):
         node["cls"] = ref
-        with pytest.raises(CorruptArtifactError, match="only jaxcomp"):
+        with pytest.raises(CorruptArtifactError, match="neither a jaxcomp class nor registered"):
             encode.unpack(_reseal(meta, payload))
     node["cls"] = "jaxcomp.core._tree:MaskedNode"  # a jaxcomp class with other fields
     with pytest.raises(CorruptArtifactError, match="fields"):
@@ -237,11 +238,7 @@ def test_foreign_classes_are_refused(artifact):
 
 @dataclasses.dataclass(frozen=True)
 class _Node:
-    """A compressed node as jaxcomp.quant builds them: arrays plus static layout fields."""
-
-    # Poses as a jaxcomp class (the loader re-imports only those); the test installs it there.
-    __module__ = "jaxcomp.encode"
-    __qualname__ = "_TestNode"
+    """A compressed node defined outside jaxcomp: arrays plus static layout fields."""
 
     codes: np.ndarray
     scale: np.ndarray
@@ -251,10 +248,8 @@ class _Node:
     dtype: object = np.float32
 
 
-def test_dataclass_nodes_and_static_values_round_trip(monkeypatch):
-    import jaxcomp.encode
-
-    monkeypatch.setattr(jaxcomp.encode, "_TestNode", _Node, raising=False)
+def test_dataclass_nodes_and_static_values_round_trip():
+    assert encode.register_node(_Node, name="tests:_Node") == "tests:_Node"
     node = _Node(np.arange(6, dtype=np.int8).reshape(2, 3), np.float32([0.5]), axis=1, bits=4,
                  shape=(2, 3), dtype=jnp.bfloat16)  # fmt: skip
     tree = {"n": node, "v": [1, 2.5, "s", True, np.dtype("int16")]}
@@ -268,6 +263,35 @@ def test_dataclass_nodes_and_static_values_round_trip(monkeypatch):
     foreign = dataclasses.make_dataclass("Foreign", [("x", np.ndarray)])
     with pytest.raises(ValueError, match="not from jaxcomp"):
         encode.pack({"n": foreign(np.zeros(2))})
+    with pytest.raises(ValueError, match="already taken"):
+        encode.register_node(foreign, name="tests:_Node")
+
+
+class _Halved(NamedTuple):
+    """A compressed node of a method written outside jaxcomp: a weight stored as w / 2."""
+
+    half: jax.Array
+
+    def to_dense(self):
+        return 2.0 * self.half
+
+    @property
+    def nbytes(self):
+        return self.half.nbytes
+
+
+def test_a_node_defined_outside_jaxcomp_saves_after_registration(tmp_path):
+    tree = {"Dense_0": {"kernel": _Halved(jnp.arange(6.0).reshape(2, 3))}}
+    assert jc.is_compressed(tree["Dense_0"]["kernel"])
+    with pytest.raises(ValueError, match="register_node"):
+        encode.save(tmp_path / "m.jcz", tree)
+    encode.register_node(_Halved, name="tests:_Halved")
+    encode.save(tmp_path / "m.jcz", tree)
+    back, _ = encode.load(tmp_path / "m.jcz")
+    assert type(back["Dense_0"]["kernel"]) is _Halved
+    np.testing.assert_array_equal(
+        jc.to_dense(back)["Dense_0"]["kernel"], jc.to_dense(tree)["Dense_0"]["kernel"]
+    )
 
 
 @pytest.mark.parametrize(

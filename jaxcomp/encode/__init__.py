@@ -29,6 +29,7 @@ from jaxcomp.encode._sparse import from_relative_index
 from jaxcomp.encode._sparse import relative_index
 from jaxcomp.encode._stream import CodedStream
 from jaxcomp.encode._stream import entropy_bits
+from jaxcomp.encode._treedef import register_node
 
 __all__ = [
     "CODERS",
@@ -49,6 +50,7 @@ __all__ = [
     "huffman_encode",
     "load",
     "pack",
+    "register_node",
     "relative_index",
     "report",
     "report_markdown",

@@ -3,9 +3,11 @@
 A ``.jcz`` artifact (see ``docs/encode.md``) describes the containers of the tree it stores in its
 JSON metadata, so that loading gives back the same container types: dicts (string or int keys, in
 their order), lists, tuples, ``None``, NamedTuples and dataclasses. A NamedTuple or dataclass is
-written as its class, ``"module:qualname"``, and its field names; loading re-imports the class
-only when its module is ``jaxcomp`` or below it (compressed nodes such as
-``jaxcomp.quant``'s codebook and integer-code arrays, and ``jaxcomp.core.MaskedNode``), so an
+written as its class's name, ``"module:qualname"``, and its field names. Loading never imports
+anything by a name read from a file: it looks the name up among the classes jaxcomp defines
+(compressed nodes such as ``jaxcomp.quant``'s codebook and integer-code arrays, the low-rank
+factors, ``jaxcomp.core.MaskedNode``) and the classes a user registered with
+:func:`register_node` (a compressed node defined outside jaxcomp, see :mod:`jaxcomp.core`), so an
 artifact can never make the loader import or run anything else. The non-array fields of such nodes
 (a bit width, an axis, a dtype, a shape) are stored as JSON values: Python ``bool``, ``int``,
 finite ``float`` and ``str`` values, and dtypes (which come back as ``numpy.dtype``).
@@ -14,8 +16,9 @@ finite ``float`` and ``str`` values, and dtypes (which come back as ``numpy.dtyp
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
 import math
+import sys
 from typing import Any
 
 import jax
@@ -23,15 +26,11 @@ import numpy as np
 
 from jaxcomp.errors import CorruptArtifactError
 
-__all__ = ["class_ref", "tree_from_json", "tree_to_json"]
+__all__ = ["class_ref", "register_node", "tree_from_json", "tree_to_json"]
 
 
 def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
-
-
-def _allowed_module(module: str) -> bool:
-    return module == "jaxcomp" or module.startswith("jaxcomp.")
 
 
 def _is_dataclass_instance(x: Any) -> bool:
@@ -51,33 +50,87 @@ def _is_dtype(x: Any) -> bool:
     return False
 
 
-def class_ref(cls: type) -> str:
-    """``"module:qualname"`` of a node class that :func:`tree_from_json` may re-import.
+def _is_node_class(cls: Any) -> bool:
+    namedtuple = isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")
+    return namedtuple or (isinstance(cls, type) and dataclasses.is_dataclass(cls))
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+@functools.cache
+def _jaxcomp_classes() -> dict[str, type]:
+    """Every NamedTuple and dataclass that a jaxcomp module defines, by ``module:qualname``."""
+    out = {}
+    for mod_name, mod in list(sys.modules.items()):
+        if mod is None or not (mod_name == "jaxcomp" or mod_name.startswith("jaxcomp.")):
+            continue
+        for obj in vars(mod).values():
+            if _is_node_class(obj) and obj.__module__ == mod_name:
+                out[_name(obj)] = obj
+    return out
+
+
+_REGISTERED: dict[str, type] = {}
+"""Node classes from outside jaxcomp; filled only by explicit :func:`register_node` calls."""
+
+
+def register_node(cls: type, *, name: str | None = None) -> str:
+    """Lets ``jaxcomp.encode`` save and load a node class defined outside jaxcomp.
+
+    An explicit call, made by the user before ``save``/``pack`` and before ``load``/``unpack``
+    (loading looks names up here and never imports by a name read from a file).
+
+    Args:
+      cls: a NamedTuple or dataclass registered as a pytree (a compressed node: ``to_dense()`` and
+        ``nbytes``, see :mod:`jaxcomp.core`, or any container of arrays).
+      name: the name the artifact stores; ``"module:qualname"`` of ``cls`` by default.
+
+    Returns:
+      The name.
 
     Raises:
-      ValueError: if the class lives outside ``jaxcomp`` or cannot be re-imported by that name.
+      ValueError: ``cls`` is not a NamedTuple or dataclass class, or ``name`` is already taken by
+        another class.
+
+    Examples:
+        >>> from typing import NamedTuple
+        >>> import jax
+        >>> class Scaled(NamedTuple):
+        ...     w: jax.Array
+        ...     s: jax.Array
+        >>> register_node(Scaled, name="mylib:Scaled")
+        'mylib:Scaled'
     """
-    ref = f"{cls.__module__}:{cls.__qualname__}"
-    if not _allowed_module(cls.__module__):
-        raise ValueError(
-            f"node class {ref} is not from jaxcomp; artifacts re-import only jaxcomp.* "
-            "classes. Convert the node to a dict or a plain tuple before encoding"
-        )
-    try:
-        found = _resolve(ref)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"node class {ref} cannot be re-imported by its name: {e}") from e
-    if found is not cls:
-        raise ValueError(f"node class {ref} is not what its module holds under that name")
-    return ref
+    if not _is_node_class(cls):
+        raise ValueError(f"register_node: cls must be a NamedTuple or dataclass class, got {cls!r}")
+    name = _name(cls) if name is None else name
+    if not isinstance(name, str) or ":" not in name:
+        raise ValueError(f"register_node: name must be a 'module:qualname' string, got {name!r}")
+    known = _jaxcomp_classes().get(name) or _REGISTERED.get(name)
+    if known is not None and known is not cls:
+        raise ValueError(f"register_node: the name {name!r} is already taken by {known!r}")
+    _REGISTERED[name] = cls
+    return name
 
 
-def _resolve(ref: str) -> Any:
-    module, _, qualname = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+def class_ref(cls: type) -> str:
+    """The name under which an artifact stores a node class.
+
+    Raises:
+      ValueError: the class is neither a jaxcomp class nor registered with :func:`register_node`.
+    """
+    for name, known in _REGISTERED.items():
+        if known is cls:
+            return name
+    ref = _name(cls)
+    if _jaxcomp_classes().get(ref) is cls:
+        return ref
+    raise ValueError(
+        f"node class {ref} is not from jaxcomp; register it first with "
+        "jaxcomp.encode.register_node(cls) (and again before loading)"
+    )
 
 
 def _child_path(path: str, key: Any) -> str:
@@ -206,15 +259,12 @@ def tree_from_json(node: Any, leaves: list[Any]) -> Any:
 def _node_class(kind: str, ref: Any, fields: Any) -> tuple[Any, list[str]]:
     if not isinstance(ref, str) or ":" not in ref:
         raise CorruptArtifactError(f"malformed class reference {ref!r}")
-    module = ref.partition(":")[0]
-    if not _allowed_module(module):
+    cls = _REGISTERED.get(ref) or _jaxcomp_classes().get(ref)
+    if cls is None:
         raise CorruptArtifactError(
-            f"artifact names the class {ref!r}; only jaxcomp.* classes are re-imported"
+            f"artifact names the class {ref!r}, which is neither a jaxcomp class nor registered; "
+            "register a class of your own with jaxcomp.encode.register_node before loading"
         )
-    try:
-        cls = _resolve(ref)
-    except (ImportError, AttributeError) as e:
-        raise CorruptArtifactError(f"cannot import the node class {ref!r}: {e}") from e
     if kind == "namedtuple":
         ok = isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")
         names = list(getattr(cls, "_fields", ())) if ok else []
