@@ -225,10 +225,24 @@ def test_create_takes_an_nnx_model_or_linen_apply_and_variables():
 def test_params_apply_the_transform_whatever_cparams_hold(digits):
     state = _state(MLP(), digits, transform=jc.prune.magnitude(sparsity=0.5))
     dense = jax.tree.map(lambda w: w + 1.0, state.cparams)  # no exact zeros where pruned
-    params = state.replace(cparams=dense).params
+    loaded = state.replace(cparams=dense)
+    params = loaded.params
     for layer in ("Dense_0", "Dense_1"):
         assert np.mean(np.asarray(params[layer]["kernel"]) == 0) == 0.5, layer
         assert np.all(np.asarray(params[layer]["bias"]) != 0)
+    # evaluation, finalize and export see the masked model too, never the unmasked weights
+    masked = state.replace(cparams=params)  # the same model with its zeros written out
+    ev = jc.train.evaluate(loaded, digits.x_test, digits.y_test)
+    assert ev == jc.train.evaluate(masked, digits.x_test, digits.y_test)
+    assert ev != jc.train.evaluate(
+        state.replace(cparams=dense, transform=jc.identity(), comp_state=jc.core.EmptyState()),
+        digits.x_test, digits.y_test,
+    )  # fmt: skip
+    fin = loaded.finalize()
+    back, _ = jc.encode.unpack(jc.encode.pack(jax.tree.map(np.asarray, fin)))
+    for tree in (fin, back):
+        for layer in ("Dense_0", "Dense_1"):
+            np.testing.assert_array_equal(tree[layer]["kernel"], params[layer]["kernel"])
 
 
 _SHARDED = textwrap.dedent(
