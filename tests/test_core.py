@@ -9,6 +9,7 @@ from _toys import counter
 from _toys import factor_out
 from _toys import round_ste
 from _toys import threshold_mask
+from flax import linen as nn
 
 import jaxcomp as jc
 
@@ -169,3 +170,24 @@ def test_check_same_structure_names_the_differing_paths():
     q = {"Dense_0": p["Dense_0"]}
     with pytest.raises(jc.errors.StructureMismatchError, match="Dense_1"):
         jc.core.check_same_structure(p, q, what="params and mask")
+
+
+def test_factorize_prune_quantize_bakes_nested_nodes_the_adapter_runs():
+    """The survey's composition: low-rank factors, pruned, each quantized to int8 codes."""
+    model = nn.Dense(6)
+    x = jax.random.normal(jax.random.key(2), (3, 12))
+    variables = model.init(jax.random.key(0), x)
+    t = jc.chain(
+        jc.lowrank.svd(rank=4), jc.prune.magnitude(sparsity=0.5), jc.quant.fake_quant(bits=8)
+    )
+    c, s = t.init(variables["params"])
+    assert set(jc.core.leaf_paths(c)) == {"bias", "kernel/u", "kernel/v"}  # factors at the kernel
+    fin = t.finalize(c, s)
+    node = fin["kernel"]
+    assert isinstance(node, jc.lowrank.LowRank)
+    assert all(isinstance(f, jc.quant.QuantizedArray) for f in (node.u, node.v))
+    assert int(jnp.sum(node.u.codes == 0)) == node.u.codes.size // 2  # the pruned half at code 0
+    _close(jc.to_dense(fin), t.apply(c, s))
+    assert jc.core.nbytes(fin) == node.u.nbytes + node.v.nbytes + fin["bias"].nbytes
+    fast = jc.adapt.run_factorized(model.apply)({"params": fin}, x)
+    _close(fast, model.apply({"params": t.apply(c, s)}, x))

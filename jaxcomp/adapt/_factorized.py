@@ -53,6 +53,8 @@ from jaxcomp.adapt._config import layer_config
 from jaxcomp.adapt._intercept import PASS
 from jaxcomp.adapt._intercept import Layer
 from jaxcomp.adapt._intercept import intercept
+from jaxcomp.core._nodes import children
+from jaxcomp.core._nodes import to_dense
 
 __all__ = [
     "MAX_SLICE_TAPS",
@@ -443,6 +445,8 @@ def factorized_handler(*, depthwise: str = "auto") -> Callable[[Layer], Any]:
         node = layer.params.get("kernel")
         if not isinstance(node, FactoredKernel):
             return PASS
+        kids, treedef = children(node)  # factors that are nodes themselves (quantized) run dense
+        node = treedef.unflatten([to_dense(k) for k in kids])
         out: Any = PASS
         cfg = layer.config
         if cfg is not None and len(layer.args) == 1 and not layer.kwargs:

@@ -41,7 +41,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["is_compressed", "nbytes", "to_dense"]
+__all__ = ["children", "is_compressed", "nbytes", "to_dense"]
 
 
 def is_compressed(x: Any) -> bool:
@@ -68,11 +68,20 @@ def to_dense(tree: Any) -> Any:
     return jax.tree.map(_dense, tree, is_leaf=is_compressed)
 
 
+def children(node: Any) -> tuple[list[Any], Any]:
+    """The direct children of a node, arrays or nodes themselves, and the treedef to rebuild it.
+
+    ``treedef.unflatten([to_dense(k) for k in kids])`` is the node with dense children, which
+    its own methods (``to_dense``, a factored kernel's ``matmul``) can compute with.
+    """
+    return jax.tree_util.tree_flatten(node, is_leaf=lambda y: y is not node and is_compressed(y))
+
+
 def _dense(x: Any) -> Any:
     """A node made dense, its own compressed children (quantized factors) first."""
     if not is_compressed(x):
         return x
-    kids, treedef = jax.tree_util.tree_flatten(x, is_leaf=lambda y: y is not x and is_compressed(y))
+    kids, treedef = children(x)
     return treedef.unflatten([_dense(k) for k in kids]).to_dense()
 
 

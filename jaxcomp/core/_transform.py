@@ -33,6 +33,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jaxcomp.core._nodes import children
 from jaxcomp.core._nodes import is_compressed
 from jaxcomp.core._nodes import to_dense
 from jaxcomp.core._tree import MaskedNode
@@ -105,11 +106,6 @@ def _same_structure(a: Any, b: Any) -> bool:
     return jax.tree.structure(a) == jax.tree.structure(b)
 
 
-def _children(node: Any) -> tuple[list[Any], Any]:
-    """The direct array-or-node children of a compressed node, and how to rebuild it."""
-    return jax.tree_util.tree_flatten(node, is_leaf=lambda x: x is not node and is_compressed(x))
-
-
 def _absorb(outer: Any, inner: Any, path: str) -> Any:
     """One leaf of a chain's baked result: ``outer`` baked over ``inner`` (see :func:`chain`)."""
     if not is_compressed(inner):
@@ -122,7 +118,7 @@ def _absorb(outer: Any, inner: Any, path: str) -> Any:
             f"transform and as {type(outer).__name__} by an earlier one; one node cannot hold "
             "both. Compose them the other way round, or select disjoint leaves with where="
         )
-    kids, treedef = _children(outer)
+    kids, treedef = children(outer)
     inner_kids = treedef.flatten_up_to(inner)
     return treedef.unflatten([_absorb(o, i, path) for o, i in zip(kids, inner_kids, strict=True)])
 
