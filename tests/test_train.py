@@ -206,6 +206,11 @@ def test_nnx_and_linen_twins_train_alike(digits):
     ev_a, ev_b = (jc.train.evaluate(s, digits.x_test, digits.y_test) for s in (a, b))
     assert ev_a["accuracy"] == ev_b["accuracy"] > 0.2  # chance is 0.1
     assert ev_a["loss"] == pytest.approx(ev_b["loss"], rel=1e-5)
+    trained = a.apply_fn.merge(a.variables())  # the trained nnx.Module, masked weights
+    assert isinstance(trained, type(model))
+    trained.eval()
+    x = digits.x_test[:8]
+    np.testing.assert_allclose(trained(x), b.apply_fn(b.variables(), x), rtol=1e-5, atol=1e-6)
 
 
 def test_create_takes_an_nnx_model_or_linen_apply_and_variables():
