@@ -153,6 +153,7 @@ def test_static_and_hashable_under_jit():
     assert apply == again and hash(apply) == hash(again)
     other, _ = functional(nnx.Linear(3, 4, rngs=nnx.Rngs(0)))
     assert apply != other
+    assert repr(other) == "NNXApply(Linear, 2 variables in ['params'])"
     traces = []
 
     @jax.jit

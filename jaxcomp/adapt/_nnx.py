@@ -132,7 +132,7 @@ def _placeholder(abstract: Any) -> Any:
     return jnp.zeros(abstract.shape, abstract.dtype)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class NNXApply:
     """A linen-style ``apply`` for an NNX module: ``apply(variables, *args, **kwargs)``.
 
@@ -167,6 +167,11 @@ class NNXApply:
 
     def __hash__(self) -> int:
         return self._hash
+
+    def __repr__(self) -> str:
+        root = getattr(self.graphdef.nodes[0], "type", None)
+        name = getattr(root, "__name__", "module")
+        return f"NNXApply({name}, {len(self.abstract)} variables in {list(self.collections)})"
 
     def __eq__(self, other: object) -> bool:
         return self is other or (
