@@ -29,7 +29,7 @@ CASES = [
     ),
     (
         "quant.binary_connect",
-        lambda: quant.binary_connect(stochastic=True, scale="glorot", key=jax.random.key(0)),
+        lambda: quant.binary_connect(rounding="stochastic", scale="glorot", key=jax.random.key(0)),
     ),
     ("quant.binary_weights", lambda: quant.binary_weights()),
     ("quant.ternary_weights", lambda: quant.ternary_weights()),

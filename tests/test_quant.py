@@ -122,10 +122,30 @@ def test_per_channel_axis_default_override_and_rules():
     fin = t.finalize(*t.init(p))
     assert fin["Conv_0"]["kernel"].scale.shape == (2,)
     assert fin["Dense_0"]["kernel"].scale.shape == (8,)
-    with pytest.raises(ValueError, match="=3 does not exist"):
+    with pytest.raises(ValueError, match=r"axis of leaf '\w+_0/kernel' must be an int in \[-"):
         quant.fake_quant(bits=8, per_channel=True, axis=3).init(p)
     with pytest.raises(ValueError, match="per_channel=True"):
         quant.fake_quant(bits=8, axis=0)
+
+
+def test_bits_take_per_leaf_rules_and_dicts_in_every_quantizer():
+    p = _params()
+    n_codes = lambda x: np.unique(np.asarray(x)).size
+    rules = [("Conv_0", 3), ("Dense_0", 6)]
+    fin = quant.fake_quant(bits=rules).finalize(*quant.fake_quant(bits=rules).init(p))
+    assert (fin["Conv_0"]["kernel"].bits, fin["Dense_0"]["kernel"].bits) == (3, 6)
+    assert n_codes(fin["Conv_0"]["kernel"].codes) <= 7 < n_codes(fin["Dense_0"]["kernel"].codes)
+    for make in (quant.kmeans, quant.ecsq):
+        t = make(bits={"Conv_0/kernel": 2, "Dense_0/kernel": 3}, keep_zeros=False)
+        fin = t.finalize(*t.init(p))
+        assert fin["Conv_0"]["kernel"].codebook.shape == (4,)
+        assert fin["Dense_0"]["kernel"].codebook.shape == (8,)
+    with pytest.raises(ValueError, match=r"fake_quant: bits rule 'Dense_0' must be an int in \[2"):
+        quant.fake_quant(bits=[("Conv_0", 4), ("Dense_0", 1)])
+    with pytest.raises(ValueError, match=r"rules \['Dense_9'\] match no leaf"):
+        quant.kmeans(bits=[("Conv_0", 2), ("Dense_9", 3), (".*", 2)]).init(p)
+    with pytest.raises(ValueError, match=r"missing \['Dense_0/kernel'\]"):
+        quant.fake_quant(bits={"Conv_0/kernel": 4}).init(p)
 
 
 @pytest.mark.parametrize("bits", [0, 1, 17, 2.5, True])

@@ -69,8 +69,10 @@ def test_binary_connect_deterministic_hard_tanh_gradient_and_clipping():
     np.testing.assert_allclose(np.abs(t.apply(*t.init(p))["Dense_0"]["kernel"]), h, rtol=1e-6)
     with pytest.raises(ValueError, match="scale"):
         quant.binary_connect(scale=-1.0)
-    with pytest.raises(ValueError, match="key"):
-        quant.binary_connect(stochastic=True)
+    with pytest.raises(ValueError, match=r"binary_connect: key .*rounding='stochastic'"):
+        quant.binary_connect(rounding="stochastic")
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        quant.binary_connect(rounding="up")
 
 
 @pytest.mark.parametrize("kind", ["binary", "ternary"])
@@ -78,7 +80,7 @@ def test_stochastic_binary_and_ternary_are_unbiased(kind):
     w = jnp.linspace(-0.9, 0.9, 12).reshape(3, 4)
     p = {"Dense_0": {"kernel": w}}
     if kind == "binary":
-        t = quant.binary_connect(stochastic=True, key=jax.random.key(0))
+        t = quant.binary_connect(rounding="stochastic", key=jax.random.key(0))
         values = {-1.0, 1.0}
     else:
         t = quant.ternary_connect(key=jax.random.key(0))

@@ -143,7 +143,7 @@ def jobs(
             ("BinaryConnect (deterministic)", 1, "binary",
              ft(transform=jq.binary_connect(scale="glorot"))),
             ("BinaryConnect (stochastic)", 1, "binary",
-             ft(transform=jq.binary_connect(stochastic=True, scale="glorot", key=key))),
+             ft(transform=jq.binary_connect(rounding="stochastic", scale="glorot", key=key))),
             ("BWN (XNOR-Net weights)", 1, "binary", ft(transform=binarize)),
             ("XNOR-Net (weights + inputs)", 1, "binary",
              ft(transform=binarize, apply_fn=first_float("xnor"))),

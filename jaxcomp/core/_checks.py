@@ -136,7 +136,8 @@ def schedule_or_number(
         v = float(value(step))
         if not low <= v < high:
             raise ValueError(
-                f"{fn}: {name} must stay in [{low}, {high}); the schedule gives {v} at step {step}"
+                f"{fn}: {name} must stay in [{low:g}, {high:g}); the schedule gives {v} at step "
+                f"{step}"
             )
     return value
 

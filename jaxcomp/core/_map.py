@@ -91,11 +91,12 @@ def _is_node(x: Any) -> bool:
     return isinstance(x, Leaf | MaskedNode)
 
 
-_REQUIRED = object()
+REQUIRED = object()
+"""The ``default`` of :func:`leaf_values` that makes a leaf no rule covers an error."""
 
 
 def leaf_values(
-    value: Any, paths: list[str], *, fn: str, name: str, default: Any = _REQUIRED
+    value: Any, paths: list[str], *, fn: str, name: str, default: Any = REQUIRED
 ) -> list[Any]:
     """The value of each of ``paths`` under a per-leaf argument.
 
@@ -121,19 +122,23 @@ def leaf_values(
         return [value[p] for p in paths]
     if not is_rule_list(value):
         return [value] * len(paths)
+    for rx, _ in value:
+        try:
+            re.compile(rx)
+        except re.error as e:
+            raise SelectionError(f"{fn}: {name} rule {rx!r} is not a valid regex: {e}") from e
     out, used, uncovered = [], set(), []
     for p in paths:
         hit = next((i for i, (rx, _) in enumerate(value) if re.search(rx, p)), None)
-        if hit is None and default is _REQUIRED:
+        if hit is None and default is REQUIRED:
             uncovered.append(p)
         used.add(hit)
         out.append(default if hit is None else value[hit][1])
     unused = [rx for i, (rx, _) in enumerate(value) if i not in used]
     if unused or uncovered:
-        raise SelectionError(
-            f"{fn}: {name} rules {unused} match no selected leaf, and no rule covers {uncovered}; "
-            f"the selected leaves are {paths}"
-        )
+        problems = [f"rules {unused} match no leaf"] if unused else []
+        problems += [f"no rule covers {uncovered} and there is no default"] if uncovered else []
+        raise SelectionError(f"{fn}: {name}: {'; '.join(problems)} (the leaves: {paths})")
     return out
 
 
@@ -187,7 +192,7 @@ def select(
     chosen = [p for p, f in zip(paths, flags, strict=True) if f]
     dflt = defaults or {}
     values = {
-        k: leaf_values(v, chosen, fn=fn, name=k, default=dflt.get(k, _REQUIRED))
+        k: leaf_values(v, chosen, fn=fn, name=k, default=dflt.get(k, REQUIRED))
         for k, v in per_leaf.items()
     }
     out, i = [], 0

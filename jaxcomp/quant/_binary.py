@@ -44,15 +44,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.core import Transform
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaf_key
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import select
 from jaxcomp.quant._core import broadcast_channel
-from jaxcomp.quant._core import build_spec
-from jaxcomp.quant._core import map_spec
 from jaxcomp.quant._core import optional_key_data
 from jaxcomp.quant._core import reduce_axes
+from jaxcomp.quant._core import rounding_key_data
 from jaxcomp.quant._core import sign_ste
 from jaxcomp.quant._core import split_key_data
 from jaxcomp.quant._nodes import QuantizedArray
-from jaxcomp.select import resolve
 
 __all__ = [
     "BinaryState",
@@ -72,8 +74,8 @@ class BinaryState(NamedTuple):
     Attributes:
       key: raw ``uint32`` PRNG key data; stochastic variants draw with ``fold_in(key, leaf)`` and
         split it at each ``update`` (unused by deterministic ones).
-      spec: per binarized leaf, a leafless node holding its channel axis (None: per tensor);
-        ``MaskedNode()`` elsewhere.
+      spec: a :class:`jaxcomp.core.Leaf` per binarized leaf holding its channel ``axis`` (None:
+        per tensor), ``MaskedNode()`` elsewhere (:func:`jaxcomp.core.select`).
     """
 
     key: jax.Array
@@ -115,14 +117,8 @@ def _scale_of(scale: Any, shape: tuple[int, ...]) -> float:
 
 
 def _check_scale(scale: Any, fn: str) -> None:
-    if scale == "glorot":
-        return
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
-        raise ValueError(f"{fn}: scale must be a positive number or 'glorot', got {scale!r}")
-
-
-def _leaf_key(state: BinaryState, i: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.wrap_key_data(state.key), i)
+    if scale != "glorot":
+        checks.number(scale, fn=fn, name="scale (or 'glorot')", low=0, low_open=True)
 
 
 def _qarray(codes: jax.Array, scale: Any, axis: int | None, bits: int, dtype) -> QuantizedArray:
@@ -133,49 +129,53 @@ def _qarray(codes: jax.Array, scale: Any, axis: int | None, bits: int, dtype) ->
 
 
 def _clip_transform(
-    fn: str, scale: Any, stochastic: bool, key: Any, where: Any, forward, codes, bits: int
+    fn: str, scale: Any, rounding: str, key: Any, where: Any, forward, codes, bits: int
 ) -> Transform:
-    """A transform over clipped latent weights: ``forward(i, w, h, state)``, ``codes(w, h)``."""
-    kd = optional_key_data(key, needed=stochastic, what=f"{fn}: key (needed by stochastic=True)")
+    """A transform over clipped latent weights: ``forward(w, h, k)`` (``k`` the leaf's key under
+    stochastic rounding, else None), ``codes(w, h)``."""
+    _check_scale(scale, fn)
+    kd = rounding_key_data(rounding, key, fn=fn)
+    stochastic = rounding == "stochastic"
 
     def init(params):
-        mask = resolve(where, params, what=f"{fn}(where=...)")
-        spec = build_spec(mask, params, lambda p, x: None)
-        return params, BinaryState(kd, spec)
+        return params, BinaryState(kd, select(params, where, fn=fn))
 
     def apply(cparams, state):
-        return map_spec(
-            lambda i, _, w: forward(i, w, _scale_of(scale, w.shape), state), state.spec, cparams
-        )
+        def one(leaf, w):
+            k = leaf_key(state.key, leaf) if stochastic else None
+            return forward(w, _scale_of(scale, w.shape), k)
+
+        return map_leaves(one, state.spec, cparams)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
         h = lambda w: _scale_of(scale, w.shape)
-        cparams = map_spec(lambda _, __, w: jnp.clip(w, -h(w), h(w)), state.spec, cparams)
+        cparams = map_leaves(lambda _, w: jnp.clip(w, -h(w), h(w)), state.spec, cparams)
         return cparams, (state._replace(key=split_key_data(state.key)) if stochastic else state)
 
     def finalize(cparams, state):
-        def one(i, _, w):
+        def one(_, w):
             h = _scale_of(scale, w.shape)
-            return _qarray(codes(i, w, h, state), jnp.float32(h), None, bits, w.dtype)
+            return _qarray(codes(w, h), jnp.float32(h), None, bits, w.dtype)
 
-        return map_spec(one, state.spec, cparams)
+        return map_leaves(one, state.spec, cparams)
 
     return Transform(init, apply, update, finalize)
 
 
 def binary_connect(
-    *, stochastic: bool = False, scale: float | str = 1.0, key: jax.Array | None = None,
+    *, rounding: str = "nearest", scale: float | str = 1.0, key: jax.Array | None = None,
     where: Any = None,
 ) -> Transform:  # fmt: skip
     """BinaryConnect: train real weights, propagate ``H * sign(w)`` (Courbariaux et al. 2015).
 
     Args:
-      stochastic: draw ``+H`` with probability ``hard_sigmoid(w / H) = clip((w / H + 1) / 2, 0, 1)``
-        (a fresh draw after each ``update``); deterministic ``sign`` otherwise.
+      rounding: ``"nearest"``: the deterministic ``H * sign(w)``; ``"stochastic"``: ``+H`` with
+        probability ``hard_sigmoid(w / H) = clip((w / H + 1) / 2, 0, 1)`` (needs ``key``; a fresh
+        draw after each ``update``).
       scale: ``H``, a positive number or ``"glorot"`` (per layer ``sqrt(1.5 / (fan_in +
         fan_out))``, as in the authors' code for networks without batch norm).
-      key: the PRNG key of the stochastic variant.
+      key: the PRNG key of stochastic rounding.
       where: the leaves to binarize (default :func:`jaxcomp.select.kernels`).
 
     Returns:
@@ -183,27 +183,27 @@ def binary_connect(
       weights to ``[-H, H]``; ``finalize`` gives the deterministic ``sign`` codes with scale ``H``.
 
     Raises:
-      ValueError: ``scale`` is not positive or ``"glorot"``, or stochastic without a key.
+      ValueError: ``scale`` is not positive or ``"glorot"``, an unknown ``rounding``, or
+        stochastic rounding without a key.
     """
-    _check_scale(scale, "binary_connect")
 
-    def forward(i, w, h, state):
-        if stochastic:
+    def forward(w, h, k):
+        if k is not None:
             p = jnp.clip((w / h + 1.0) / 2.0, 0.0, 1.0)
-            u = jax.random.uniform(_leaf_key(state, i), w.shape, w.dtype)
+            u = jax.random.uniform(k, w.shape, w.dtype)
             b = jnp.where(u < p, 1.0, -1.0).astype(w.dtype)
             inside = (jnp.abs(w) <= h).astype(w.dtype)
             return h * (jax.lax.stop_gradient(b) + (w - jax.lax.stop_gradient(w)) / h * inside)
         return h * sign_ste(w / h, clip=1.0)
 
-    def codes(i, w, h, state):
+    def codes(w, h):
         return jnp.where(w >= 0, 1, -1)
 
-    return _clip_transform("binary_connect", scale, stochastic, key, where, forward, codes, 1)
+    return _clip_transform("binary_connect", scale, rounding, key, where, forward, codes, 1)
 
 
 def ternary_connect(
-    *, stochastic: bool = True, scale: float | str = 1.0, key: jax.Array | None = None,
+    *, rounding: str = "stochastic", scale: float | str = 1.0, key: jax.Array | None = None,
     where: Any = None,
 ) -> Transform:  # fmt: skip
     """Ternary connect (Lin et al. 2015): weights in ``{-H, 0, H}``.
@@ -213,9 +213,9 @@ def ternary_connect(
     ``[-H, H]`` and the latent weights are clipped to it, as in BinaryConnect.
 
     Args:
-      stochastic: stochastic (the paper's) or deterministic ternarization.
+      rounding: ``"stochastic"`` (the paper's; needs ``key``) or ``"nearest"`` (deterministic).
       scale: ``H``, a positive number or ``"glorot"``.
-      key: the PRNG key of the stochastic variant.
+      key: the PRNG key of stochastic rounding.
       where: the leaves to ternarize (default :func:`jaxcomp.select.kernels`).
 
     Returns:
@@ -223,46 +223,47 @@ def ternary_connect(
       deterministic codes ``round(w / H)`` with scale ``H``.
 
     Raises:
-      ValueError: ``scale`` is invalid, or stochastic without a key.
+      ValueError: ``scale`` is invalid, an unknown ``rounding``, or stochastic rounding without a
+        key.
     """
-    _check_scale(scale, "ternary_connect")
 
-    def forward(i, w, h, state):
+    def forward(w, h, k):
         v = jnp.clip(w / h, -1.0, 1.0)
-        if stochastic:
-            u = jax.random.uniform(_leaf_key(state, i), w.shape, w.dtype)
+        if k is not None:
+            u = jax.random.uniform(k, w.shape, w.dtype)
             t = jnp.where(u < jnp.abs(v), jnp.sign(v), 0.0)
         else:
             t = jnp.round(v)
         inside = (jnp.abs(w) <= h).astype(w.dtype)
         return h * (jax.lax.stop_gradient(t) + (w - jax.lax.stop_gradient(w)) / h * inside)
 
-    def codes(i, w, h, state):
+    def codes(w, h):
         return jnp.round(jnp.clip(w / h, -1.0, 1.0))
 
-    return _clip_transform("ternary_connect", scale, stochastic, key, where, forward, codes, 2)
+    return _clip_transform("ternary_connect", scale, rounding, key, where, forward, codes, 2)
 
 
-def _axis_spec(per_channel: bool):
-    return lambda p, x: x.ndim - 1 if per_channel and x.ndim >= 2 else None
+def channel_spec(params: Any, where: Any, fn: str, per_channel: bool) -> Any:
+    """The spec of a per-tensor or per-output-channel (last axis of a kernel) quantizer."""
+    derive = lambda lf, x: {"axis": x.ndim - 1 if per_channel and x.ndim >= 2 else None}
+    return select(params, where, fn=fn, derive=derive)
 
 
 def _closed_form_transform(fn: str, per_channel: bool, where: Any, forward, final) -> Transform:
     """A stateless transform over the selected leaves: ``forward(w, ax)``, ``final(w, ax)``."""
 
     def init(params):
-        mask = resolve(where, params, what=f"{fn}(where=...)")
-        return params, BinaryState(optional_key_data(None, needed=False),
-                                   build_spec(mask, params, _axis_spec(per_channel)))  # fmt: skip
+        kd = optional_key_data(None, needed=False, fn=fn)
+        return params, BinaryState(kd, channel_spec(params, where, fn, per_channel))
 
     def apply(cparams, state):
-        return map_spec(lambda _, ax, w: forward(w, ax), state.spec, cparams)
+        return map_leaves(lambda leaf, w: forward(w, leaf["axis"]), state.spec, cparams)
 
     def update(cparams, state, *, step, grads=None):
         return cparams, state
 
     def finalize(cparams, state):
-        return map_spec(lambda _, ax, w: final(w, ax), state.spec, cparams)
+        return map_leaves(lambda leaf, w: final(w, leaf["axis"]), state.spec, cparams)
 
     return Transform(init, apply, update, finalize)
 
@@ -314,10 +315,8 @@ def ternary_weights(
     Raises:
       ValueError: ``threshold`` out of range.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ValueError(f"ternary_weights: threshold must be a number, got {threshold!r}")
-    if not 0 < threshold < 2:
-        raise ValueError(f"ternary_weights: threshold must be in (0, 2), got {threshold!r}")
+    checks.number(threshold, fn="ternary_weights", name="threshold", low=0, high=2,
+                  low_open=True, high_open=True)  # fmt: skip
 
     def codes_alpha(w, ax):
         delta, alpha = twn_scale(w, ax, threshold)

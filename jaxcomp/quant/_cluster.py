@@ -15,7 +15,8 @@ All three are Lloyd-style alternations with a fixed number of iterations run by
   where ``p`` is the cluster's share of weights and ``D0 = mean(h) * var(w)`` makes ``lam``
   dimensionless; centroids are the ``h``-weighted means. Rarely used clusters become expensive and
   empty out, so the entropy of the indices (what Huffman coding pays) drops.
-* :func:`kmeans_vectors`: k-means of vectors (product and residual quantization).
+* :func:`kmeans_vectors`: k-means of vectors with farthest-point seeding (product and residual
+  quantization, Denton et al.'s channel clustering).
 
 Empty clusters keep their previous centroid. Points marked invalid (pruned weights) take no part.
 
@@ -209,24 +210,51 @@ def ecsq_1d(
 
 @functools.partial(jax.jit, static_argnames=("k", "iterations"))
 def kmeans_vectors(
-    v: jax.Array, *, k: int, iterations: int = 20, key: jax.Array
+    v: jax.Array, *, k: int, key: jax.Array, iterations: int = 20
 ) -> tuple[jax.Array, jax.Array]:
-    """k-means of the rows of ``v`` (n, d), initialized with ``k`` distinct random rows (Forgy).
+    """Lloyd's k-means of the rows of ``v`` (n, d), started by farthest-point seeding.
+
+    The first centre is a row chosen with ``key``; each next one is the row farthest from the
+    centres so far, so well separated clusters each get a centre (Gonzalez 1985). A centre that
+    loses all its rows keeps its place. Product and residual quantization (Gong et al. 2014) and
+    Denton et al.'s channel clustering use it.
+
+    Args:
+      v: the points, ``(n, d)`` (computed in float32).
+      k: ``1 <= k <= n`` (static).
+      key: a PRNG key.
+      iterations: Lloyd iterations (static).
 
     Returns:
-      ``(codebook (k, d), codes (n,) int32)``.
+      ``(centres (k, d) float32, labels (n,) int32)``.
+
+    References:
+      Gonzalez, "Clustering to minimize the maximum intercluster distance", Theoretical Computer
+      Science 38, 1985.
     """
-    n = v.shape[0]
-    c0 = v[jax.random.choice(key, n, (k,), replace=False)]
+    x = v.astype(jnp.float32)
+    n = x.shape[0]
 
-    def assign(c):
-        d2 = jnp.sum(c**2, axis=1)[None, :] - 2.0 * v @ c.T
-        return jnp.argmin(d2, axis=1).astype(jnp.int32)
+    def sq_dists(c: jax.Array) -> jax.Array:
+        return jnp.sum((x[:, None, :] - c[None, :, :]) ** 2, axis=-1)  # (n, k)
 
-    def update(c, idx):
-        sums = jax.ops.segment_sum(v, idx, num_segments=k)
-        cnt = jax.ops.segment_sum(jnp.ones((n,), v.dtype), idx, num_segments=k)
-        return jnp.where(cnt[:, None] > 0, sums / jnp.maximum(cnt, 1.0)[:, None], c)
+    first = jax.random.randint(key, (), 0, n)
+    centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
 
-    c = jax.lax.fori_loop(0, iterations, lambda _, c: update(c, assign(c)), c0)
-    return c, assign(c)
+    def seed(i, c):
+        d = jnp.where(jnp.arange(k)[None, :] < i, sq_dists(c), jnp.inf)
+        return c.at[i].set(x[jnp.argmax(jnp.min(d, axis=1))])
+
+    centres = jax.lax.fori_loop(1, k, seed, centres)
+
+    def labels_of(c: jax.Array) -> jax.Array:
+        return jnp.argmin(sq_dists(c), axis=1).astype(jnp.int32)
+
+    def step(_, c):
+        one_hot = jax.nn.one_hot(labels_of(c), k, dtype=x.dtype)  # (n, k)
+        count = jnp.sum(one_hot, axis=0)
+        mean = (one_hot.T @ x) / jnp.where(count > 0, count, 1.0)[:, None]
+        return jnp.where((count > 0)[:, None], mean, c)
+
+    centres = jax.lax.fori_loop(0, iterations, step, centres)
+    return centres, labels_of(centres)

@@ -27,32 +27,23 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxcomp.core import MaskedNode
-from jaxcomp.core import path_str
+from jaxcomp.core import _checks as checks
 
 __all__ = [
     "ROUNDINGS",
-    "Spec",
     "broadcast_channel",
-    "build_spec",
-    "check_axis",
     "check_bits",
     "code_dtype",
     "dequantize",
     "fake_quantize",
     "grad_scale",
     "in_range",
-    "is_spec",
     "key_data",
-    "map_spec",
     "optional_key_data",
     "qparams_from_range",
     "qrange",
@@ -68,64 +59,19 @@ __all__ = [
 ROUNDINGS = ("nearest", "stochastic")
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """A leafless pytree node carrying a leaf's static quantizer settings (axis, bits...).
+def key_data(key: Any, *, fn: str, why: str = "") -> jax.Array:
+    """The raw ``uint32`` data of a typed PRNG key (kept in states so they compare as arrays).
 
-    Transforms keep a tree of these in their state, ``MaskedNode()`` where a leaf is not
-    selected: the selection and the per-leaf settings then live in the state's tree structure, so
-    they travel through ``jit``, ``chain`` and ``partition`` without being traced.
+    Raises:
+      ValueError: ``key`` is not a typed PRNG key (the message names ``fn`` and ``why``).
     """
-
-    value: Any = None
-
-
-jax.tree_util.register_dataclass(Spec, data_fields=[], meta_fields=["value"])
+    return jax.random.key_data(checks.key(key, fn=fn, why=why))
 
 
-def is_spec(x: Any) -> bool:
-    """True for the nodes of a spec tree (``Spec`` or ``MaskedNode``): its ``is_leaf``."""
-    return isinstance(x, Spec | MaskedNode)
-
-
-def build_spec(mask: Any, params: Any, fn: Callable[[str, Any], Any]) -> Any:
-    """A spec tree: ``Spec(fn(path, leaf))`` where ``mask`` is True, ``MaskedNode()`` elsewhere."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, m, x: Spec(fn(path_str(p), x)) if m else MaskedNode(), mask, params
-    )
-
-
-def map_spec(fn: Callable[..., Any], spec: Any, tree: Any, *rest: Any) -> Any:
-    """``fn(index, spec_value, subtree, *rest_subtrees)`` at each selected position of ``spec``.
-
-    ``tree`` and ``rest`` must have the spec's structure as a prefix; unselected subtrees of
-    ``tree`` are returned unchanged. ``index`` counts the selected leaves in flattening order (to
-    fold into PRNG keys).
-    """
-    specs, treedef = jax.tree.flatten(spec, is_leaf=is_spec)
-    subs = treedef.flatten_up_to(tree)
-    rests = [treedef.flatten_up_to(r) for r in rest]
-    out, i = [], 0
-    for k, (sp, sub) in enumerate(zip(specs, subs, strict=True)):
-        if isinstance(sp, Spec):
-            out.append(fn(i, sp.value, sub, *(r[k] for r in rests)))
-            i += 1
-        else:
-            out.append(sub)
-    return jax.tree.unflatten(treedef, out)
-
-
-def key_data(key: Any, *, what: str = "key") -> jax.Array:
-    """The raw ``uint32`` data of a typed PRNG key (kept in states so they compare as arrays)."""
-    if key is None or not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
-        raise ValueError(f"{what} must be a typed PRNG key from jax.random.key(seed), got {key!r}")
-    return jax.random.key_data(key)
-
-
-def optional_key_data(key: Any, *, needed: bool, what: str = "key") -> jax.Array:
+def optional_key_data(key: Any, *, needed: bool, fn: str, why: str = "") -> jax.Array:
     """:func:`key_data` of ``key`` when ``needed``, else a fixed placeholder (the state keeps a key
     either way, so its structure does not depend on the settings)."""
-    return key_data(key, what=what) if needed else jax.random.key_data(jax.random.key(0))
+    return key_data(key, fn=fn, why=why) if needed else jax.random.key_data(jax.random.key(0))
 
 
 def rounding_key_data(rounding: Any, key: Any, *, fn: str) -> jax.Array:
@@ -135,10 +81,9 @@ def rounding_key_data(rounding: Any, key: Any, *, fn: str) -> jax.Array:
       ValueError: ``rounding`` is not one of :data:`ROUNDINGS`, or is ``"stochastic"`` without a
         typed PRNG key (the messages name ``fn``).
     """
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"{fn}: rounding must be one of {ROUNDINGS}, got {rounding!r}")
-    what = f"{fn}: key (needed by rounding='stochastic')"
-    return optional_key_data(key, needed=rounding == "stochastic", what=what)
+    checks.choice(rounding, ROUNDINGS, fn=fn, name="rounding")
+    needed = rounding == "stochastic"
+    return optional_key_data(key, needed=needed, fn=fn, why="rounding='stochastic'")
 
 
 def split_key_data(data: jax.Array) -> jax.Array:
@@ -147,14 +92,9 @@ def split_key_data(data: jax.Array) -> jax.Array:
 
 
 def check_bits(bits: Any, *, lo: int = 1, hi: int = 16, what: str = "bits") -> int:
-    """Validates a bit width: an int in ``[lo, hi]``.
-
-    Raises:
-      ValueError: ``bits`` is not an int in range (the message names ``what`` and the range).
-    """
-    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not lo <= bits <= hi:
-        raise ValueError(f"{what} must be an int in [{lo}, {hi}], got {bits!r}")
-    return int(bits)
+    """:func:`jaxcomp.core.checks.bits` for callers that name the argument ``"fn: bits"``."""
+    fn, _, name = what.rpartition(": ")
+    return checks.bits(bits, fn=fn, name=name, low=lo, high=hi)
 
 
 def qrange(bits: int, *, symmetric: bool) -> tuple[int, int]:
@@ -175,18 +115,6 @@ def qrange(bits: int, *, symmetric: bool) -> tuple[int, int]:
 def code_dtype(bits: int) -> jnp.dtype:
     """The smallest signed integer type that holds ``bits``-bit codes (int8 or int16)."""
     return jnp.dtype(jnp.int8) if bits <= 8 else jnp.dtype(jnp.int16)
-
-
-def check_axis(axis: int, ndim: int, *, what: str = "axis") -> int:
-    """Normalizes a channel axis, raising ``ValueError`` if the array has no such axis."""
-    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
-        raise ValueError(f"{what} must be an int, got {axis!r}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(
-            f"{what}={axis} does not exist in an array of {ndim} dimensions "
-            f"(allowed: {-ndim} to {ndim - 1})"
-        )
-    return int(axis) % ndim
 
 
 def reduce_axes(ndim: int, axis: int | None) -> tuple[int, ...]:

@@ -42,14 +42,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.core import Transform
-from jaxcomp.core import leaf_paths
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaf_key
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import select
 from jaxcomp.quant._core import broadcast_channel
-from jaxcomp.quant._core import build_spec
-from jaxcomp.quant._core import check_axis
-from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import fake_quantize
 from jaxcomp.quant._core import grad_scale
-from jaxcomp.quant._core import map_spec
 from jaxcomp.quant._core import qparams_from_range
 from jaxcomp.quant._core import qrange
 from jaxcomp.quant._core import quantize
@@ -60,8 +59,6 @@ from jaxcomp.quant._core import split_key_data
 from jaxcomp.quant._nodes import QuantizedArray
 from jaxcomp.quant._observers import Observer
 from jaxcomp.quant._observers import minmax
-from jaxcomp.select import resolve
-from jaxcomp.select import resolve_rules
 
 __all__ = ["FakeQuantState", "fake_quant"]
 
@@ -74,38 +71,33 @@ class FakeQuantState(NamedTuple):
     Attributes:
       key: the raw ``uint32`` data of the PRNG key of stochastic rounding, split at each
         ``update`` (unused with rounding to nearest).
-      spec: per leaf, a leafless node holding its channel axis (None: per tensor), or
-        ``MaskedNode()`` where the leaf is not quantized.
+      spec: a :class:`jaxcomp.core.Leaf` per quantized leaf holding its ``bits`` and channel
+        ``axis`` (None: per tensor), ``MaskedNode()`` elsewhere (:func:`jaxcomp.core.select`).
     """
 
     key: jax.Array
     spec: Any
 
 
-def _leaf_axis(path: str, leaf: Any, per_channel: bool, axis_rule: Any) -> int | None:
+def leaf_axis(leaf: Any, w: Any, per_channel: bool, rule: Any, fn: str) -> int | None:
+    """The channel axis of one leaf: ``rule`` when given, else the last axis of a kernel (ndim >=
+    2), per tensor for 1-D leaves; None without ``per_channel``."""
     if not per_channel:
         return None
-    if axis_rule is None:
-        return leaf.ndim - 1 if leaf.ndim >= 2 else None
-    return check_axis(axis_rule, leaf.ndim, what=f"fake_quant: axis for leaf {path!r}")
+    if rule is None:
+        return w.ndim - 1 if w.ndim >= 2 else None
+    return checks.axis(rule, w.ndim, fn=fn, name=f"axis of leaf {leaf.path!r}")
 
 
-def _check_axis_arg(axis: Any, per_channel: bool) -> None:
-    if axis is None:
-        return
-    if not per_channel:
-        raise ValueError("fake_quant: axis= is the per-channel axis; pass per_channel=True with it")
-    if isinstance(axis, list | tuple):
-        return  # rules, resolved per leaf in init
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise ValueError(
-            f"fake_quant: axis must be an int, a list of (regex, int) rules, or None; got {axis!r}"
-        )
+def check_bits_arg(bits: Any, fn: str, low: int = 2, high: int = 16) -> Any:
+    """``bits`` for every leaf, or per-leaf ``{path: bits}`` / ``[(regex, bits)]``, checked."""
+    one = lambda v, name: checks.bits(v, fn=fn, name=name, low=low, high=high)
+    return checks.per_leaf(bits, one, fn=fn, name="bits")
 
 
 def fake_quant(
     *,
-    bits: int = 8,
+    bits: int | dict[str, int] | list[tuple[str, int]] = 8,
     symmetric: bool = True,
     per_channel: bool = False,
     axis: int | list[tuple[str, int]] | None = None,
@@ -118,7 +110,8 @@ def fake_quant(
     """Uniform fake quantization of the selected weights with a clipped straight-through gradient.
 
     Args:
-      bits: the bit width, an int in [2, 16] (1 bit is :func:`binary_weights`).
+      bits: the bit width, an int in [2, 16] (1 bit is :func:`binary_weights`), or per leaf:
+        ``{path: bits}`` or ``[(regex, bits)]`` rules (first match wins).
       symmetric: symmetric codes around 0 (zero point 0; what the int8 kernels need), or affine
         codes with a zero point covering ``[min, max]``.
       per_channel: one scale per channel instead of one per tensor.
@@ -151,95 +144,86 @@ def fake_quant(
         >>> [int(jnp.unique(t.apply(c, s)["Dense_0"]["kernel"][:, j]).size) <= 15 for j in range(3)]
         [True, True, True]
     """
-    bits = check_bits(bits, lo=2, what="fake_quant: bits")
+    bits = check_bits_arg(bits, "fake_quant")
     kd = rounding_key_data(rounding, key, fn="fake_quant")
-    _check_axis_arg(axis, per_channel)
+    if axis is not None and not per_channel:
+        raise ValueError("fake_quant: axis= is the per-channel axis; pass per_channel=True with it")
+    if axis is not None:
+        checks.per_leaf(axis, lambda v, n: checks.integer(v, fn="fake_quant", name=n, low=None),
+                        fn="fake_quant", name="axis")  # fmt: skip
     if observer is not None and not isinstance(observer, Observer):
         raise ValueError(f"fake_quant: observer must be a jaxcomp.quant Observer, got {observer!r}")
     if learned_step and (not symmetric or observer is not None):
         raise ValueError("fake_quant: learned_step=True needs symmetric=True and no observer")
     obs = minmax() if observer is None else observer
     clips = obs.name != "minmax"  # a min/max range holds every weight: the STE mask is all ones
-    qmin, qmax = qrange(bits, symmetric=symmetric)
     stochastic = rounding == "stochastic"
 
-    def leaf_key(state, i):
-        return jax.random.fold_in(jax.random.wrap_key_data(state.key), i) if stochastic else None
-
-    def qparams_of(w, ax):
-        lo, hi = obs.range_of(jax.lax.stop_gradient(w), ax)
-        return qparams_from_range(lo, hi, bits=bits, symmetric=symmetric)
+    def qparams_of(w, leaf):
+        lo, hi = obs.range_of(jax.lax.stop_gradient(w), leaf["axis"])
+        return qparams_from_range(lo, hi, bits=leaf["bits"], symmetric=symmetric)
 
     def init(params):
-        mask = resolve(where, params, what="fake_quant(where=...)")
-        rules = None
-        if isinstance(axis, list | tuple):
-            resolved = resolve_rules(axis, params, default=None, what="fake_quant(axis=...)")
-            rules = jax.tree.leaves(resolved, is_leaf=lambda x: x is None)
-        paths_axes = {}
-
-        def leaf_spec(path, leaf):
-            rule = axis if rules is None else paths_axes.get(path)
-            return _leaf_axis(path, leaf, per_channel, rule)
-
-        if rules is not None:
-            paths_axes.update(zip(leaf_paths(params), rules, strict=True))
-        spec = build_spec(mask, params, leaf_spec)
+        derive = lambda lf, w: {"axis": leaf_axis(lf, w, per_channel, lf["axis"], "fake_quant")}
+        spec = select(params, where, fn="fake_quant", defaults={"axis": None}, derive=derive,
+                      bits=bits, axis=axis)  # fmt: skip
         state = FakeQuantState(kd, spec)
         if not learned_step:
             return params, state
 
-        def to_lsq(_, ax, w):
-            red = reduce_axes(w.ndim, ax)
-            s = 2.0 * jnp.mean(jnp.abs(w), axis=red) / math.sqrt(qmax)
+        def to_lsq(leaf, w):
+            qmax = qrange(leaf["bits"], symmetric=True)[1]
+            s = 2.0 * jnp.mean(jnp.abs(w), axis=reduce_axes(w.ndim, leaf["axis"])) / math.sqrt(qmax)
             return {"w": w, "scale": jnp.maximum(s, _LSQ_MIN_SCALE).astype(w.dtype)}
 
-        return map_spec(to_lsq, spec, params), state
+        return map_leaves(to_lsq, spec, params), state
 
-    def lsq_apply(w, s, ax, k):
+    def lsq_apply(w, s, leaf, k):
+        ax = leaf["axis"]
+        qmin, qmax = qrange(leaf["bits"], symmetric=True)
         n_per_scale = w.size // (1 if s.ndim == 0 else s.shape[0])
-        g = 1.0 / math.sqrt(n_per_scale * qmax)
-        sb = broadcast_channel(grad_scale(s, g), w.ndim, ax)
+        sb = broadcast_channel(grad_scale(s, 1.0 / math.sqrt(n_per_scale * qmax)), w.ndim, ax)
         v = jnp.clip(w / sb, qmin, qmax)
         q = v + jax.lax.stop_gradient(round_value(v, rounding, k) - v)
         return (q * sb).astype(w.dtype)
 
     def apply(cparams, state):
-        def one(i, ax, c):
-            k = leaf_key(state, i)
+        def one(leaf, c):
+            k = leaf_key(state.key, leaf) if stochastic else None
             if learned_step:
-                return lsq_apply(c["w"], c["scale"], ax, k)
-            scale, zp = qparams_of(c, ax)
+                return lsq_apply(c["w"], c["scale"], leaf, k)
+            scale, zp = qparams_of(c, leaf)
             return fake_quantize(
-                c, scale, zp, bits=bits, symmetric=symmetric, axis=ax, rounding=rounding, key=k,
-                clip_gradient=clips,
+                c, scale, zp, bits=leaf["bits"], symmetric=symmetric, axis=leaf["axis"],
+                rounding=rounding, key=k, clip_gradient=clips,
             )  # fmt: skip
 
-        return map_spec(one, state.spec, cparams)
+        return map_leaves(one, state.spec, cparams)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
         if stochastic:
             state = state._replace(key=split_key_data(state.key))
         if learned_step:
-            cparams = map_spec(
-                lambda _, ax, c: {"w": c["w"], "scale": jnp.maximum(c["scale"], _LSQ_MIN_SCALE)},
+            cparams = map_leaves(
+                lambda _, c: {"w": c["w"], "scale": jnp.maximum(c["scale"], _LSQ_MIN_SCALE)},
                 state.spec,
                 cparams,
             )
         return cparams, state
 
     def finalize(cparams, state):
-        def one(_, ax, c):
+        def one(leaf, c):
+            ax, b = leaf["axis"], leaf["bits"]
             if learned_step:
                 w, scale = c["w"], c["scale"].astype(jnp.float32)
                 zp = jnp.zeros_like(scale)
             else:
                 w = c
-                scale, zp = qparams_of(w, ax)
-            codes = quantize(w, scale, zp, bits=bits, symmetric=symmetric, axis=ax)
-            return QuantizedArray(codes, scale, zp, ax, bits, symmetric, jnp.dtype(w.dtype))
+                scale, zp = qparams_of(w, leaf)
+            codes = quantize(w, scale, zp, bits=b, symmetric=symmetric, axis=ax)
+            return QuantizedArray(codes, scale, zp, ax, b, symmetric, jnp.dtype(w.dtype))
 
-        return map_spec(one, state.spec, cparams)
+        return map_leaves(one, state.spec, cparams)
 
     return Transform(init, apply, update, finalize)

@@ -27,15 +27,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.core import Transform
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaf_key
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import select
 from jaxcomp.quant._core import ROUNDINGS
-from jaxcomp.quant._core import build_spec
-from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import fake_quantize
-from jaxcomp.quant._core import map_spec
 from jaxcomp.quant._core import quantize
 from jaxcomp.quant._core import rounding_key_data
 from jaxcomp.quant._nodes import QuantizedArray
-from jaxcomp.select import resolve
 
 __all__ = ["FixedPointState", "fixed_point", "to_fixed_point"]
 
@@ -46,7 +46,7 @@ class FixedPointState(NamedTuple):
     Attributes:
       key: the raw ``uint32`` data of the base PRNG key; ``update`` at step ``t`` rounds with
         ``fold_in(key, t)``.
-      spec: a leafless marker per rounded leaf, ``MaskedNode()`` elsewhere.
+      spec: a :class:`jaxcomp.core.Leaf` per rounded leaf, ``MaskedNode()`` elsewhere.
     """
 
     key: jax.Array
@@ -54,16 +54,8 @@ class FixedPointState(NamedTuple):
 
 
 def _check(word_length: Any, fractional_length: Any, fn: str) -> tuple[int, int]:
-    wl = check_bits(word_length, lo=2, hi=16, what=f"{fn}: word_length")
-    if (
-        isinstance(fractional_length, bool)
-        or not isinstance(fractional_length, int)
-        or not 0 <= fractional_length <= 32
-    ):
-        raise ValueError(
-            f"{fn}: fractional_length must be an int in [0, 32], got {fractional_length!r}"
-        )
-    return wl, int(fractional_length)
+    wl = checks.bits(word_length, fn=fn, name="word_length", low=2)
+    return wl, checks.integer(fractional_length, fn=fn, name="fractional_length", low=0, high=32)
 
 
 def to_fixed_point(
@@ -96,8 +88,7 @@ def to_fixed_point(
         [0.25, -2.0]
     """
     wl, fl = _check(word_length, fractional_length, "to_fixed_point")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"to_fixed_point: rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    checks.choice(rounding, ROUNDINGS, fn="to_fixed_point", name="rounding")
     eps = jnp.float32(2.0**-fl)
     return fake_quantize(
         x, eps, jnp.float32(0), bits=wl, symmetric=False, rounding=rounding, key=key
@@ -140,30 +131,29 @@ def fixed_point(
         return fake_quantize(w, eps, zero, bits=wl, symmetric=False, rounding=mode, key=k)
 
     def init(params):
-        mask = resolve(where, params, what="fixed_point(where=...)")
-        spec = build_spec(mask, params, lambda p, x: None)
-        return map_spec(lambda _, __, w: rnd(w, "nearest", None), spec, params), FixedPointState(
+        spec = select(params, where, fn="fixed_point")
+        return map_leaves(lambda _, w: rnd(w, "nearest", None), spec, params), FixedPointState(
             kd, spec
         )
 
     def apply(cparams, state):
-        return map_spec(lambda _, __, w: rnd(w, "nearest", None), state.spec, cparams)
+        return map_leaves(lambda _, w: rnd(w, "nearest", None), state.spec, cparams)
 
     def update(cparams, state, *, step, grads=None):
         del grads
         base = jax.random.fold_in(jax.random.wrap_key_data(state.key), step)
 
-        def one(i, _, w):
-            k = jax.random.fold_in(base, i) if rounding == "stochastic" else None
+        def one(leaf, w):
+            k = leaf_key(base, leaf) if rounding == "stochastic" else None
             return jax.lax.stop_gradient(rnd(w, rounding, k))
 
-        return map_spec(one, state.spec, cparams), state
+        return map_leaves(one, state.spec, cparams), state
 
     def finalize(cparams, state):
-        def one(_, __, w):
+        def one(_, w):
             codes = quantize(w, eps, zero, bits=wl, symmetric=False)
             return QuantizedArray(codes, eps, zero, None, wl, True, jnp.dtype(w.dtype))
 
-        return map_spec(one, state.spec, cparams)
+        return map_leaves(one, state.spec, cparams)
 
     return Transform(init, apply, update, finalize)

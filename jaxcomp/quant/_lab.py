@@ -28,17 +28,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxcomp.core import MaskedNode
 from jaxcomp.core import Transform
-from jaxcomp.quant._binary import _axis_spec
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import map_state
 from jaxcomp.quant._binary import _qarray
-from jaxcomp.quant._core import Spec
+from jaxcomp.quant._binary import channel_spec
 from jaxcomp.quant._core import broadcast_channel
-from jaxcomp.quant._core import build_spec
-from jaxcomp.quant._core import is_spec
-from jaxcomp.quant._core import map_spec
 from jaxcomp.quant._core import reduce_axes
-from jaxcomp.select import resolve
 
 __all__ = ["LossAwareBinaryState", "lab_scale", "loss_aware_binary"]
 
@@ -50,7 +47,8 @@ class LossAwareBinaryState(NamedTuple):
       nu: per binarized leaf, Adam's second moment estimate of its gradient (``MaskedNode()``
         elsewhere).
       count: the number of updates with gradients (int32), for Adam's bias correction.
-      spec: per binarized leaf, a leafless node holding its channel axis (None: per layer).
+      spec: a :class:`jaxcomp.core.Leaf` per binarized leaf holding its channel ``axis`` (None:
+        per layer), ``MaskedNode()`` elsewhere.
     """
 
     nu: Any
@@ -84,20 +82,12 @@ def loss_aware_binary(
     Raises:
       ValueError: ``b2`` or ``eps`` out of range.
     """
-    if not isinstance(b2, int | float) or not 0.0 <= b2 < 1.0:
-        raise ValueError(f"loss_aware_binary: b2 must be in [0, 1), got {b2!r}")
-    if not isinstance(eps, int | float) or eps <= 0:
-        raise ValueError(f"loss_aware_binary: eps must be > 0, got {eps!r}")
+    checks.fraction(b2, fn="loss_aware_binary", name="b2")
+    checks.number(eps, fn="loss_aware_binary", name="eps", low=0, low_open=True)
 
     def init(params):
-        mask = resolve(where, params, what="loss_aware_binary(where=...)")
-        spec = build_spec(mask, params, _axis_spec(per_channel))
-        nu = jax.tree.map(
-            lambda sp, w: jnp.zeros_like(w) if isinstance(sp, Spec) else MaskedNode(),
-            spec,
-            params,
-            is_leaf=is_spec,
-        )
+        spec = channel_spec(params, where, "loss_aware_binary", per_channel)
+        nu = map_state(lambda _, w: jnp.zeros_like(w), spec, params)
         return params, LossAwareBinaryState(nu, jnp.zeros((), jnp.int32), spec)
 
     def curvature(nu, count):
@@ -111,26 +101,28 @@ def loss_aware_binary(
         return b, alpha
 
     def apply(cparams, state):
-        def one(_, ax, w, nu):
+        def one(leaf, w, nu):
+            ax = leaf["axis"]
             b, alpha = alpha_sign(jax.lax.stop_gradient(w), nu, ax, state.count)
             w_hat = (broadcast_channel(alpha, w.ndim, ax) * b).astype(w.dtype)
             return w + jax.lax.stop_gradient(w_hat - w)
 
-        return map_spec(one, state.spec, cparams, state.nu)
+        return map_leaves(one, state.spec, cparams, state.nu)
 
     def update(cparams, state, *, step, grads=None):
         del step
         if grads is None:
             return cparams, state
-        nu = map_spec(
-            lambda _, __, v, g: b2 * v + (1.0 - b2) * jnp.square(g), state.spec, state.nu, grads
+        nu = map_leaves(
+            lambda _, v, g: b2 * v + (1.0 - b2) * jnp.square(g), state.spec, state.nu, grads
         )
         return cparams, LossAwareBinaryState(nu, state.count + 1, state.spec)
 
     def finalize(cparams, state):
-        def one(_, ax, w, nu):
+        def one(leaf, w, nu):
+            ax = leaf["axis"]
             return _qarray(*alpha_sign(w, nu, ax, state.count), ax, 1, w.dtype)
 
-        return map_spec(one, state.spec, cparams, state.nu)
+        return map_leaves(one, state.spec, cparams, state.nu)
 
     return Transform(init, apply, update, finalize)

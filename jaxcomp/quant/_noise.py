@@ -28,11 +28,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.core import Transform
-from jaxcomp.quant._core import build_spec
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaf_key
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import select
 from jaxcomp.quant._core import key_data
-from jaxcomp.quant._core import map_spec
 from jaxcomp.quant._core import split_key_data
-from jaxcomp.select import resolve
 
 __all__ = ["NoiseState", "noise"]
 
@@ -44,7 +45,7 @@ class NoiseState(NamedTuple):
 
     Attributes:
       key: raw ``uint32`` PRNG key data, split at each ``update``.
-      spec: a leafless marker per distorted leaf, ``MaskedNode()`` elsewhere.
+      spec: a :class:`jaxcomp.core.Leaf` per distorted leaf, ``MaskedNode()`` elsewhere.
     """
 
     key: jax.Array
@@ -68,30 +69,24 @@ def noise(*, std: float, kind: str = "additive", key: jax.Array, where: Any = No
     Raises:
       ValueError: ``std < 0``, an unknown ``kind``, or a missing key.
     """
-    if isinstance(std, bool) or not isinstance(std, int | float) or std < 0:
-        raise ValueError(f"noise: std must be a number >= 0, got {std!r}")
-    if kind not in KINDS:
-        raise ValueError(f"noise: kind must be one of {KINDS}, got {kind!r}")
-    kd = key_data(key, what="noise: key")
-    std = float(std)
+    std = checks.number(std, fn="noise", name="std", low=0)
+    checks.choice(kind, KINDS, fn="noise", name="kind")
+    kd = key_data(key, fn="noise")
 
     def init(params):
-        mask = resolve(where, params, what="noise(where=...)")
-        return params, NoiseState(kd, build_spec(mask, params, lambda p, x: None))
+        return params, NoiseState(kd, select(params, where, fn="noise"))
 
     def apply(cparams, state):
-        base = jax.random.wrap_key_data(state.key)
-
-        def one(i, _, w):
+        def one(leaf, w):
             e = jax.lax.stop_gradient(
-                jax.random.normal(jax.random.fold_in(base, i), w.shape, w.dtype)
+                jax.random.normal(leaf_key(state.key, leaf), w.shape, w.dtype)
             )
             if kind == "additive":
                 rms = jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(w))))
                 return w + std * rms * e
             return w * (1.0 + std * e)
 
-        return map_spec(one, state.spec, cparams)
+        return map_leaves(one, state.spec, cparams)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads

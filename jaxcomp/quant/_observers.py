@@ -43,9 +43,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.core import _checks as checks
 from jaxcomp.errors import NotCalibratedError
-from jaxcomp.quant._core import check_axis
-from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import fake_quantize
 from jaxcomp.quant._core import qparams_from_range
 from jaxcomp.quant._core import reduce_axes
@@ -94,12 +93,8 @@ class Observer(NamedTuple):
     range_of: Callable[[jax.Array, int | None], tuple[jax.Array, jax.Array]]
 
 
-def _check_obs_axis(axis: Any, what: str) -> int | None:
-    if axis is None:
-        return None
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise ValueError(f"{what}: axis must be an int or None, got {axis!r}")
-    return axis
+def _check_obs_axis(axis: Any, fn: str) -> int | None:
+    return None if axis is None else checks.integer(axis, fn=fn, name="axis", low=None)
 
 
 def _make(
@@ -112,7 +107,7 @@ def _make(
         if axis is None:
             c = ()
         else:
-            c = (shape[check_axis(axis, len(shape), what=f"{name}(axis=...)")],)
+            c = (shape[checks.axis(axis, len(shape), fn=name)],)
         return ObserverState(
             jnp.full(c, jnp.inf, jnp.float32),
             jnp.full(c, -jnp.inf, jnp.float32),
@@ -121,7 +116,7 @@ def _make(
 
     def observe(state: ObserverState, x: jax.Array) -> ObserverState:
         x = jnp.asarray(x, jnp.float32)
-        ax = None if axis is None else check_axis(axis, x.ndim, what=f"{name}(axis=...)")
+        ax = None if axis is None else checks.axis(axis, x.ndim, fn=name)
         blo, bhi = batch_range(x, reduce_axes(x.ndim, ax))
         first = state.count == 0
         lo, hi = combine(state, blo, bhi)
@@ -178,8 +173,7 @@ def moving_average(*, momentum: float = 0.9, axis: int | None = None) -> Observe
     Raises:
       ValueError: ``momentum`` is outside ``[0, 1)``.
     """
-    if not isinstance(momentum, int | float) or not 0.0 <= momentum < 1.0:
-        raise ValueError(f"moving_average: momentum must be in [0, 1), got {momentum!r}")
+    checks.fraction(momentum, fn="moving_average", name="momentum")
     axis = _check_obs_axis(axis, "moving_average")
     m = float(momentum)
     return _make(
@@ -200,8 +194,7 @@ def percentile(*, q: float = 99.99, axis: int | None = None) -> Observer:
     Raises:
       ValueError: ``q`` is outside ``(50, 100]``.
     """
-    if not isinstance(q, int | float) or not 50.0 < q <= 100.0:
-        raise ValueError(f"percentile: q must be in (50, 100], got {q!r}")
+    checks.number(q, fn="percentile", name="q", low=50, high=100, low_open=True)
     axis = _check_obs_axis(axis, "percentile")
     q = float(q)
 
@@ -230,9 +223,8 @@ def mse(
     Raises:
       ValueError: a hyperparameter is out of range.
     """
-    bits = check_bits(bits, lo=2, what="mse: bits")
-    if not isinstance(num_candidates, int) or num_candidates < 2:
-        raise ValueError(f"mse: num_candidates must be an int >= 2, got {num_candidates!r}")
+    bits = checks.bits(bits, fn="mse", low=2)
+    checks.integer(num_candidates, fn="mse", name="num_candidates", low=2)
     axis = _check_obs_axis(axis, "mse")
     factors = jnp.arange(1, num_candidates + 1, dtype=jnp.float32) / num_candidates
 
@@ -268,7 +260,7 @@ def qparams(state: ObserverState, *, bits: int, symmetric: bool) -> tuple[jax.Ar
         ``jit`` an uncalibrated state gives a NaN scale).
       ValueError: ``bits`` is out of range.
     """
-    bits = check_bits(bits, lo=2, what="qparams: bits")
+    bits = checks.bits(bits, fn="qparams", low=2)
     count = state.count
     if not isinstance(count, jax.core.Tracer) and int(count) == 0:
         raise NotCalibratedError(

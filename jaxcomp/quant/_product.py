@@ -41,16 +41,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.core import MaskedNode
 from jaxcomp.core import Transform
-from jaxcomp.core import path_str
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaf_key
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import placed
+from jaxcomp.core._map import rebuild
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.quant._cluster import kmeans_vectors
-from jaxcomp.quant._core import Spec
-from jaxcomp.quant._core import is_spec
 from jaxcomp.quant._core import key_data
 from jaxcomp.quant._nodes import ProductQuantizedArray
 from jaxcomp.quant._nodes import index_dtype
-from jaxcomp.select import resolve
 
 __all__ = ["ProductQuantState", "product_quant", "residual_quant"]
 
@@ -61,8 +64,8 @@ class ProductQuantState(NamedTuple):
     Attributes:
       codes: per quantized leaf, ``(S, M, out)`` codeword indices (uint8 for ``K <= 256``);
         ``MaskedNode()`` elsewhere.
-      spec: per quantized leaf, a leafless node holding the kernel's shape; ``MaskedNode()``
-        elsewhere.
+      spec: a :class:`jaxcomp.core.Leaf` per quantized leaf holding the kernel's ``shape``;
+        ``MaskedNode()`` elsewhere.
     """
 
     codes: Any
@@ -121,12 +124,6 @@ def _error_correct(x, w2, codebooks, codes, *, d, rounds):
     return cbs, cds
 
 
-def _check_int(v: Any, lo: int, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{what} must be an int >= {lo}, got {v!r}")
-    return v
-
-
 def _pq_transform(
     fn: str,
     *,
@@ -139,24 +136,16 @@ def _pq_transform(
     rounds: int,
     where: Any,
 ) -> Transform:
-    kd = key_data(key, what=f"{fn}: key")
+    kd = key_data(key, fn=fn)
 
     def init(params):
-        mask = resolve(where, params, what=f"{fn}(where=...)")
-        pl, treedef = jax.tree_util.tree_flatten_with_path(params)
-        flags = treedef.flatten_up_to(mask)
-        paths = {path_str(p) for (p, _), m in zip(pl, flags, strict=True) if m}
-        unknown = sorted(set(inputs or {}) - paths)
+        spec = select(params, where, fn=fn, derive=lambda lf, w: {"shape": tuple(w.shape)})
+        unknown = sorted(set(inputs or {}) - {lf.path for lf in leaves(spec)})
         if unknown:
             raise ValueError(f"{fn}: inputs= names leaves that are not quantized: {unknown}")
-        cs, codes, specs = [], [], []
-        for i, ((p, w), m) in enumerate(zip(pl, flags, strict=True)):
-            if not m:
-                cs.append(w)
-                codes.append(MaskedNode())
-                specs.append(MaskedNode())
-                continue
-            path = path_str(p)
+        cs, codes = [], []
+        for leaf, w in zip(leaves(spec), selected(spec, params), strict=True):
+            path = leaf.path
             if w.ndim < 2:
                 raise ValueError(f"{fn}: leaf {path!r} has {w.ndim} dimensions; kernels need >= 2")
             out = w.shape[-1]
@@ -180,7 +169,7 @@ def _pq_transform(
                         f"{fn}: clusters={clusters} is more than the {distinct} distinct columns "
                         f"of leaf {path!r}"
                     )
-            base = jax.random.fold_in(jax.random.wrap_key_data(kd), i)
+            base = leaf_key(kd, leaf)
             resid, books, cds = w2, [], []
             for s in range(stages):
                 sub = jax.random.fold_in(base, s)
@@ -197,20 +186,16 @@ def _pq_transform(
                 resid = resid - _reconstruct(cb[None], cd[None], (dd, out), jnp.float32)
             cs.append({"codebooks": jnp.stack(books).astype(w.dtype)})
             codes.append(jnp.stack(cds).astype(index_dtype(clusters)))
-            specs.append(Spec(tuple(w.shape)))
-        unflat = lambda xs: jax.tree.unflatten(treedef, xs)
-        return unflat(cs), ProductQuantState(unflat(codes), unflat(specs))
+        return rebuild(spec, params, cs), ProductQuantState(placed(spec, codes), spec)
 
     def per_quantized(fn, cparams, state):
         """``fn(node)`` for each quantized leaf; the other leaves of ``cparams`` unchanged."""
 
-        def one(sp, cd, c):
-            if isinstance(sp, MaskedNode):
-                return c
+        def one(leaf, c, cd):
             cb = c["codebooks"]
-            return fn(ProductQuantizedArray(cb, cd, sp.value, jnp.dtype(cb.dtype)))
+            return fn(ProductQuantizedArray(cb, cd, leaf["shape"], jnp.dtype(cb.dtype)))
 
-        return jax.tree.map(one, state.spec, state.codes, cparams, is_leaf=is_spec)
+        return map_leaves(one, state.spec, cparams, state.codes)
 
     def apply(cparams, state):
         return per_quantized(ProductQuantizedArray.to_dense, cparams, state)
@@ -257,10 +242,10 @@ def product_quant(
       ValueError: a hyperparameter is out of range; at ``init``, a ``subvector`` that does not
         divide a kernel, more clusters than output columns, or misshapen ``inputs``.
     """
-    _check_int(subvector, 1, "product_quant: subvector")
-    _check_int(clusters, 1, "product_quant: clusters")
-    _check_int(iterations, 1, "product_quant: iterations")
-    _check_int(rounds, 1, "product_quant: rounds")
+    checks.integer(subvector, fn="product_quant", name="subvector", low=1)
+    checks.integer(clusters, fn="product_quant", name="clusters", low=1)
+    checks.integer(iterations, fn="product_quant", name="iterations", low=1)
+    checks.integer(rounds, fn="product_quant", name="rounds", low=1)
     if inputs is not None and not isinstance(inputs, dict):
         raise ValueError("product_quant: inputs must be a dict {leaf path: (N, D) array}")
     return _pq_transform(
@@ -295,11 +280,11 @@ def residual_quant(
     Raises:
       ValueError: as :func:`product_quant`.
     """
-    _check_int(stages, 1, "residual_quant: stages")
-    _check_int(clusters, 1, "residual_quant: clusters")
-    _check_int(iterations, 1, "residual_quant: iterations")
+    checks.integer(stages, fn="residual_quant", name="stages", low=1)
+    checks.integer(clusters, fn="residual_quant", name="clusters", low=1)
+    checks.integer(iterations, fn="residual_quant", name="iterations", low=1)
     if subvector is not None:
-        _check_int(subvector, 1, "residual_quant: subvector")
+        checks.integer(subvector, fn="residual_quant", name="subvector", low=1)
     return _pq_transform(
         "residual_quant", subvector=subvector, clusters=clusters, stages=stages,
         iterations=iterations, key=key, inputs=None, rounds=1, where=where,

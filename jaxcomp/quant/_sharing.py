@@ -39,18 +39,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcomp.core import MaskedNode
 from jaxcomp.core import Transform
+from jaxcomp.core import _checks as checks
 from jaxcomp.core import leaf_paths
-from jaxcomp.core import path_str
+from jaxcomp.core._map import leaf_key
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import map_leaves
+from jaxcomp.core._map import placed
+from jaxcomp.core._map import rebuild
+from jaxcomp.core._map import select
+from jaxcomp.core._map import selected
 from jaxcomp.quant._cluster import INITS
 from jaxcomp.quant._cluster import ecsq_1d
 from jaxcomp.quant._cluster import kmeans_1d
-from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import key_data
 from jaxcomp.quant._nodes import CodebookArray
 from jaxcomp.quant._nodes import index_dtype
-from jaxcomp.select import resolve
 
 __all__ = ["KMeansState", "ecsq", "kmeans"]
 
@@ -67,115 +71,90 @@ class KMeansState(NamedTuple):
     indices: Any
 
 
-def _is_masked(x: Any) -> bool:
-    return isinstance(x, MaskedNode)
-
-
-def _num_clusters(clusters: Any, bits: Any, keep_zeros: bool, fn: str) -> int:
+def _check_clusters(clusters: Any, bits: Any, keep_zeros: bool, fn: str) -> tuple[Any, Any]:
+    """Exactly one of ``clusters`` and ``bits``, each for every leaf or per leaf; checked."""
     if (clusters is None) == (bits is None):
         raise ValueError(f"{fn}: give exactly one of clusters= and bits=")
     if bits is not None:
-        b = check_bits(bits, lo=1, hi=16, what=f"{fn}: bits")
-        k = 2**b - (1 if keep_zeros else 0)
-        if k < 1:
-            raise ValueError(f"{fn}: bits=1 with keep_zeros=True leaves no cluster; use bits >= 2")
-        return k
-    if isinstance(clusters, bool) or not isinstance(clusters, int) or not 1 <= clusters <= 65535:
-        raise ValueError(f"{fn}: clusters must be an int in [1, 65535], got {clusters!r}")
-    return clusters
+        low = 2 if keep_zeros else 1  # keep_zeros spends one of the 2**bits entries on the zero
+        one = lambda v, name: checks.bits(v, fn=fn, name=name, low=low)
+        return None, checks.per_leaf(bits, one, fn=fn, name="bits")
+    one = lambda v, name: checks.integer(v, fn=fn, name=name, high=65535)
+    return checks.per_leaf(clusters, one, fn=fn, name="clusters"), None
 
 
 def _check_common(fn: str, init: Any, key: Any, iterations: Any) -> None:
-    if init not in INITS:
-        raise ValueError(f"{fn}: init must be one of {INITS}, got {init!r}")
-    if init == "random" and key is None:
-        raise ValueError(f"{fn}: init='random' needs key=, a jax.random.key")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"{fn}: iterations must be an int >= 1, got {iterations!r}")
-
-
-def _hessian_lookup(hessian: Any, params: Any) -> dict[str, Any]:
-    if hessian is None:
-        return {}
-    tree = hessian(params) if callable(hessian) else hessian
-    paths = leaf_paths(tree)
-    return dict(zip(paths, jax.tree.leaves(tree), strict=True))
+    checks.choice(init, INITS, fn=fn, name="init")
+    if init == "random":
+        checks.key(key, fn=fn, why="init='random'")
+    checks.integer(iterations, fn=fn, name="iterations")
 
 
 def _shared(
     fn: str,
     cluster: Callable[..., tuple[jax.Array, jax.Array]],
-    k: int,
+    clusters: Any,
+    bits: Any,
     keep_zeros: bool,
     hessian: Any,
     key: jax.Array | None,
     where: Any,
 ) -> Transform:
-    kd = None if key is None else key_data(key, what=f"{fn}: key")
+    kd = None if key is None else key_data(key, fn=fn)
+    extra = 1 if keep_zeros else 0
 
     def init(params):
-        mask = resolve(where, params, what=f"{fn}(where=...)")
-        hess = _hessian_lookup(hessian, params)
-        pl, treedef = jax.tree_util.tree_flatten_with_path(params)
-        flags = treedef.flatten_up_to(mask)
-        cs, idxs = [], []
-        for i, ((p, w), m) in enumerate(zip(pl, flags, strict=True)):
-            if not m:
-                cs.append(w)
-                idxs.append(MaskedNode())
-                continue
-            path = path_str(p)
+        spec = select(params, where, fn=fn, clusters=clusters, bits=bits)
+        hess = {}
+        if hessian is not None:
+            tree = hessian(params) if callable(hessian) else hessian
+            hess = dict(zip(leaf_paths(tree), jax.tree.leaves(tree), strict=True))
+
+        def one(leaf, w):
+            k = leaf["clusters"] if bits is None else 2 ** leaf["bits"] - extra
             valid = (w != 0) if keep_zeros else jnp.ones(w.shape, bool)
             if not isinstance(w, jax.core.Tracer):
                 distinct = np.unique(np.asarray(w)[np.asarray(valid)]).size
                 if k > distinct:
                     raise ValueError(
                         f"{fn}: clusters={k} is more than the {distinct} distinct "
-                        f"{'nonzero ' if keep_zeros else ''}weights of leaf {path!r}"
+                        f"{'nonzero ' if keep_zeros else ''}weights of leaf {leaf.path!r}"
                     )
             h = None
             if hessian is not None:
-                if path not in hess:
-                    raise ValueError(f"{fn}: hessian= has no leaf {path!r}")
-                h = jnp.asarray(hess[path], w.dtype)
+                if leaf.path not in hess:
+                    raise ValueError(f"{fn}: hessian= has no leaf {leaf.path!r}")
+                h = jnp.asarray(hess[leaf.path], w.dtype)
                 if h.shape != w.shape:
                     raise ValueError(
-                        f"{fn}: hessian leaf {path!r} has shape {h.shape}, the weight {w.shape}"
+                        f"{fn}: hessian leaf {leaf.path!r} has shape {h.shape}, the weight "
+                        f"{w.shape}"
                     )
-            sub = None if kd is None else jax.random.fold_in(jax.random.wrap_key_data(kd), i)
+            sub = None if kd is None else leaf_key(kd, leaf)
             c, idx = cluster(w, k=k, key=sub, weights=h, valid=valid)
-            entries = k + (1 if keep_zeros else 0)
-            idx = jnp.where(valid, idx + (1 if keep_zeros else 0), 0).astype(index_dtype(entries))
-            cs.append({"centroids": c.astype(w.dtype)})
-            idxs.append(idx)
-        return jax.tree.unflatten(treedef, cs), KMeansState(jax.tree.unflatten(treedef, idxs))
+            idx = jnp.where(valid, idx + extra, 0).astype(index_dtype(k + extra))
+            return {"centroids": c.astype(w.dtype)}, idx
 
-    def codebook(c):
-        cen = c["centroids"]
-        return jnp.concatenate([jnp.zeros((1,), cen.dtype), cen]) if keep_zeros else cen
+        out = [one(lf, w) for lf, w in zip(leaves(spec), selected(spec, params), strict=True)]
+        cs = rebuild(spec, params, [c for c, _ in out])
+        return cs, KMeansState(placed(spec, [i for _, i in out]))
 
     def node(c, idx):
-        cb = codebook(c)
+        cen = c["centroids"]
+        cb = jnp.concatenate([jnp.zeros((1,), cen.dtype), cen]) if keep_zeros else cen
         return CodebookArray(cb, idx, jnp.dtype(cb.dtype))
 
-    def per_shared(fn, cparams, state):
-        """``fn(node)`` for each shared leaf; the other leaves of ``cparams`` unchanged."""
-        return jax.tree.map(
-            lambda idx, c: c if _is_masked(idx) else fn(node(c, idx)),
-            state.indices,
-            cparams,
-            is_leaf=_is_masked,
-        )
-
     def apply(cparams, state):
-        return per_shared(CodebookArray.to_dense, cparams, state)
+        return map_leaves(
+            lambda _, c, i: node(c, i).to_dense(), state.indices, cparams, state.indices
+        )
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
         return cparams, state
 
     def finalize(cparams, state):
-        return per_shared(lambda n: n, cparams, state)
+        return map_leaves(lambda _, c, i: node(c, i), state.indices, cparams, state.indices)
 
     return Transform(init, apply, update, finalize)
 
@@ -194,9 +173,12 @@ def kmeans(
     """k-means weight sharing with trained centroids (Gong et al. 2014; Han et al. 2016).
 
     Args:
-      clusters: the number of trained centroids per leaf.
-      bits: instead of ``clusters``: the index width; ``2**bits`` codebook entries, one of them
-        the fixed zero when ``keep_zeros`` (so ``2**bits - 1`` clusters).
+      clusters: the number of trained centroids per leaf, an int in [1, 65535]; or per leaf,
+        ``{path: clusters}`` or ``[(regex, clusters)]`` rules (first match wins).
+      bits: instead of ``clusters``: the index width, an int in [1, 16] ([2, 16] with
+        ``keep_zeros``); ``2**bits`` codebook entries, one of them the fixed zero when
+        ``keep_zeros`` (so ``2**bits - 1`` clusters). Per leaf like ``clusters``: Deep
+        Compression's ``[("Conv", 8), ("Dense", 5)]``.
       init: centroid initialization: ``"linear"`` (Han et al.'s best), ``"density"`` or
         ``"random"`` (needs ``key``).
       iterations: Lloyd iterations (fixed; jit-able).
@@ -216,14 +198,14 @@ def kmeans(
       ValueError: a hyperparameter is out of range; at ``init``, more clusters than distinct
         (nonzero) weights in a leaf, or a Hessian leaf that is missing or misshapen.
     """
-    k = _num_clusters(clusters, bits, keep_zeros, "kmeans")
+    clusters, bits = _check_clusters(clusters, bits, keep_zeros, "kmeans")
     _check_common("kmeans", init, key, iterations)
 
     def cluster(w, *, k, key, weights, valid):
         return kmeans_1d(w, k=k, init=init, iterations=iterations, key=key, weights=weights,
                          valid=valid)  # fmt: skip
 
-    return _shared("kmeans", cluster, k, keep_zeros, hessian, key, where)
+    return _shared("kmeans", cluster, clusters, bits, keep_zeros, hessian, key, where)
 
 
 def ecsq(
@@ -246,8 +228,9 @@ def ecsq(
     for indices that Huffman-code to fewer bits.
 
     Args:
-      clusters: the largest number of clusters per leaf (some may empty out).
-      bits: instead of ``clusters``, the index width (as in :func:`kmeans`).
+      clusters: the largest number of clusters per leaf (some may empty out); per-leaf values as
+        in :func:`kmeans`.
+      bits: instead of ``clusters``, the index width (as in :func:`kmeans`, per leaf too).
       rate: the Lagrange multiplier of the rate term, >= 0.
       init: centroid initialization (as in :func:`kmeans`).
       iterations: Lloyd-like iterations.
@@ -262,13 +245,12 @@ def ecsq(
     Raises:
       ValueError: as :func:`kmeans`, or ``rate < 0``.
     """
-    k = _num_clusters(clusters, bits, keep_zeros, "ecsq")
+    clusters, bits = _check_clusters(clusters, bits, keep_zeros, "ecsq")
     _check_common("ecsq", init, key, iterations)
-    if not isinstance(rate, int | float) or rate < 0:
-        raise ValueError(f"ecsq: rate must be a number >= 0, got {rate!r}")
+    checks.number(rate, fn="ecsq", name="rate", low=0)
 
     def cluster(w, *, k, key, weights, valid):
         return ecsq_1d(w, k=k, lam=float(rate), init=init, iterations=iterations, key=key,
                        weights=weights, valid=valid)  # fmt: skip
 
-    return _shared("ecsq", cluster, k, keep_zeros, hessian, key, where)
+    return _shared("ecsq", cluster, clusters, bits, keep_zeros, hessian, key, where)
