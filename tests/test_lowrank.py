@@ -370,8 +370,8 @@ def test_predicted_dense_dictionary_is_fixed_and_interpolates():
     [
         (lambda: lowrank.svd(rank=0), "rank must be an int >= 1"),
         (lambda: lowrank.svd(rank=2.5), "rank must be"),
-        (lambda: lowrank.svd(energy=0.0), r"energy must be in \(0, 1\]"),
-        (lambda: lowrank.svd(energy=1.5), r"energy must be in \(0, 1\]"),
+        (lambda: lowrank.svd(energy=0.0), r"svd: energy must be a number in \(0, 1\]"),
+        (lambda: lowrank.svd(energy=1.5), r"svd: energy must be a number in \(0, 1\]"),
         (lambda: lowrank.svd(compression=0.5), "compression must be"),
         (lambda: lowrank.svd(), "exactly one of"),
         (lambda: lowrank.svd(rank=2, energy=0.5), "exactly one of"),
@@ -403,13 +403,13 @@ def test_rank_above_the_matrix_names_the_layer(net):
 
 def test_a_layer_the_method_cannot_factorize_is_named(net):
     params = net[1]
-    with pytest.raises(ValueError, match=r"jaderberg: cannot factorize 'Dense_0/kernel'"):
+    with pytest.raises(ValueError, match=r"jaderberg: cannot compress 'Dense_0/kernel'"):
         lowrank.jaderberg(rank=2, where=[("Dense_0/kernel", True)]).init(params)
-    with pytest.raises(ValueError, match=r"cannot factorize 'Conv_3/kernel'.*kh > 1"):
+    with pytest.raises(ValueError, match=r"cannot compress 'Conv_3/kernel'.*kh > 1"):
         lowrank.jaderberg(rank=2, where=[("Conv_3/kernel", True)]).init(params)  # a 1x1 conv
-    with pytest.raises(ValueError, match=r"cp: cannot factorize 'Dense_1/kernel'"):
+    with pytest.raises(ValueError, match=r"cp: cannot compress 'Dense_1/kernel'"):
         lowrank.cp(rank=2, key=KEY, where=[("Dense_1/kernel", True)]).init(params)
-    with pytest.raises(ValueError, match=r"bicluster: cannot factorize 'Conv_1/kernel'.*divide"):
+    with pytest.raises(ValueError, match=r"bicluster: cannot compress 'Conv_1/kernel'.*divide"):
         lowrank.bicluster(groups_in=4, groups_out=1, rank=1, key=KEY,
                           where=[("Conv_1/kernel", True)]).init(params)  # fmt: skip
     with pytest.raises(jc.errors.SelectionError):

@@ -6,20 +6,19 @@ that :func:`jaxcomp.adapt.run_factorized` runs directly; and there are Flax laye
 factorized from the start. See ``docs/lowrank.md``.
 """
 
+from jaxcomp.errors import RankOutOfRangeError
 from jaxcomp.lowrank._bn_lowrank import LowRankConv
 from jaxcomp.lowrank._bn_lowrank import lowrank_conv_variables
 from jaxcomp.lowrank._cp import CpState
 from jaxcomp.lowrank._cp import cp
 from jaxcomp.lowrank._decompose import cp_als
 from jaxcomp.lowrank._decompose import cp_reconstruct
-from jaxcomp.lowrank._decompose import kmeans
 from jaxcomp.lowrank._decompose import split_svd
 from jaxcomp.lowrank._decompose import tucker2_decompose
 from jaxcomp.lowrank._denton import BiclusterState
 from jaxcomp.lowrank._denton import MonochromaticState
 from jaxcomp.lowrank._denton import bicluster
 from jaxcomp.lowrank._denton import monochromatic
-from jaxcomp.lowrank._factorize import Slot
 from jaxcomp.lowrank._jaderberg import JaderbergState
 from jaxcomp.lowrank._jaderberg import jaderberg
 from jaxcomp.lowrank._jaderberg import spatial_convs
@@ -35,7 +34,6 @@ from jaxcomp.lowrank._predicted import PredictedDense
 from jaxcomp.lowrank._predicted import PredictedState
 from jaxcomp.lowrank._predicted import kernel_dictionary
 from jaxcomp.lowrank._predicted import predicted
-from jaxcomp.lowrank._rank import RankOutOfRangeError
 from jaxcomp.lowrank._rank import SensitivityScan
 from jaxcomp.lowrank._rank import rank_for_compression
 from jaxcomp.lowrank._rank import rank_for_energy
@@ -65,7 +63,6 @@ __all__ = [
     "Separable",
     "SeparableBasis",
     "SeparableBasisState",
-    "Slot",
     "SvdState",
     "Tucker2",
     "Tucker2State",
@@ -75,7 +72,6 @@ __all__ = [
     "cp_reconstruct",
     "jaderberg",
     "kernel_dictionary",
-    "kmeans",
     "lowrank_conv_variables",
     "monochromatic",
     "predicted",

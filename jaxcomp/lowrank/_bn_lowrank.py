@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcomp.lowrank._factorize import check_int
+from jaxcomp.core import _checks as checks
 from jaxcomp.lowrank._jaderberg import separable_factors
 from jaxcomp.lowrank._jaderberg import separable_matrix
 from jaxcomp.lowrank._rank import check_rank
@@ -99,7 +99,7 @@ class LowRankConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Applies the layer to NHWC ``x``; ``train`` selects batch statistics in the batch norm."""
-        check_int("LowRankConv", "rank", self.rank)
+        checks.integer(self.rank, fn="LowRankConv", name="rank")
         kh, kw = _pair(self.kernel_size, "kernel_size")
         sh, sw = _pair(self.strides, "strides")
         pad_v, pad_h = _split_padding(self.padding)

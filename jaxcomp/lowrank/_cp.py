@@ -27,11 +27,10 @@ from typing import NamedTuple
 
 import jax
 
+from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import cp_als
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import check_int
-from jaxcomp.lowrank._factorize import check_key
 from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
 from jaxcomp.lowrank._nodes import CP
@@ -42,9 +41,11 @@ __all__ = ["CpState", "cp"]
 
 
 class CpState(NamedTuple):
-    """The state of :func:`cp`: a tree of empty slots where kernels were factorized."""
+    """The state of :func:`cp`: the ``spec`` of the factorized kernels; ``fixed`` holds
+    ``{}`` per kernel."""
 
-    slots: Any
+    spec: Any
+    fixed: Any
 
 
 def cp(
@@ -83,8 +84,8 @@ def cp(
         CP-decomposition", ICLR 2015, arXiv:1412.6553.
     """
     ranks = Ranks.build("cp", rank, None, compression)
-    check_int("cp", "iterations", iterations, low=0)
-    check_key("cp", key)
+    checks.integer(iterations, fn="cp", name="iterations", low=0)
+    checks.key(key, fn="cp")
 
     def factorize(path, x, index):
         kh, kw, c, f = x.shape

@@ -1,4 +1,6 @@
-"""The decompositions behind the low-rank transforms, in JAX: SVD, CP-ALS, Tucker-2, k-means.
+"""The decompositions behind the low-rank transforms, in JAX: SVD, CP-ALS, Tucker-2.
+
+The vector k-means of Denton et al.'s clustering is :func:`jaxcomp.quant.kmeans_vectors`.
 
 All are jit-able with static ranks and iteration counts (``lax.fori_loop``), and deterministic for
 a given ``key``.
@@ -31,7 +33,6 @@ from jax import lax
 __all__ = [
     "cp_als",
     "cp_reconstruct",
-    "kmeans",
     "singular_values",
     "split_svd",
     "tucker2_decompose",
@@ -180,48 +181,3 @@ def tucker2_decompose(
     u_in, u_out = lax.fori_loop(0, iterations, hooi, (u_in, u_out))
     core = jnp.einsum("ijcf,cr,fs->ijrs", w, u_in, u_out)
     return u_in, core, u_out.T
-
-
-@functools.partial(jax.jit, static_argnames=("k", "iterations"))
-def kmeans(points: Array, k: int, *, key: Array, iterations: int = 20) -> tuple[Array, Array]:
-    """Lloyd's k-means, started by farthest-point seeding from a point chosen with ``key``.
-
-    The first centre is a random point; each next one is the point farthest from the centres so
-    far (so well separated clusters each get a centre). A centre that loses all its points keeps
-    its place.
-
-    Args:
-      points: ``(n, d)``.
-      k: ``1 <= k <= n`` (static).
-      key: a PRNG key.
-      iterations: Lloyd iterations (static).
-
-    Returns:
-      ``(centres (k, d), labels (n,) int32)``.
-    """
-    x = points.astype(jnp.float32)
-    n = x.shape[0]
-
-    def sq_dists(c: Array) -> Array:
-        return jnp.sum((x[:, None, :] - c[None, :, :]) ** 2, axis=-1)  # (n, k)
-
-    first = jax.random.randint(key, (), 0, n)
-    centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
-
-    def seed(i, c):
-        d = jnp.where(jnp.arange(k)[None, :] < i, sq_dists(c), jnp.inf)
-        return c.at[i].set(x[jnp.argmax(jnp.min(d, axis=1))])
-
-    centres = lax.fori_loop(1, k, seed, centres)
-
-    def labels_of(c: Array) -> Array:
-        return jnp.argmin(sq_dists(c), axis=1).astype(jnp.int32)
-
-    def step(_, c):
-        one_hot = jax.nn.one_hot(labels_of(c), k, dtype=x.dtype)  # (n, k)
-        count = jnp.sum(one_hot, axis=0)
-        mean = (one_hot.T @ x) / jnp.where(count > 0, count, 1.0)[:, None]
-        return jnp.where((count > 0)[:, None], mean, c)
-
-    centres = lax.fori_loop(0, iterations, step, centres)
-    return centres, labels_of(centres)

@@ -36,18 +36,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.core._tree import MaskedNode
-from jaxcomp.lowrank._decompose import kmeans
 from jaxcomp.lowrank._decompose import split_svd
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import check_int
-from jaxcomp.lowrank._factorize import check_key
 from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
 from jaxcomp.lowrank._nodes import Bicluster
 from jaxcomp.lowrank._nodes import Monochromatic
 from jaxcomp.lowrank._rank import check_rank
+from jaxcomp.quant._cluster import kmeans_vectors
 from jaxcomp.select._select import Selector
 
 __all__ = ["BiclusterState", "MonochromaticState", "bicluster", "monochromatic"]
@@ -58,9 +57,11 @@ input channels (the color layers)."""
 
 
 class MonochromaticState(NamedTuple):
-    """The state of :func:`monochromatic`: per factorized kernel, ``{"assign": (F,) int32}``."""
+    """The state of :func:`monochromatic`: the ``spec``; ``fixed`` holds, per kernel,
+    ``{"assign": (F,) int32}``."""
 
-    slots: Any
+    spec: Any
+    fixed: Any
 
 
 def monochromatic(
@@ -88,9 +89,9 @@ def monochromatic(
         Denton et al., "Exploiting linear structure within convolutional networks for efficient
         evaluation", NeurIPS 2014, arXiv:1404.0736 (section 3.2.1).
     """
-    check_int("monochromatic", "colors", colors)
-    check_int("monochromatic", "iterations", iterations)
-    check_key("monochromatic", key)
+    checks.integer(colors, fn="monochromatic", name="colors")
+    checks.integer(iterations, fn="monochromatic", name="iterations")
+    checks.key(key, fn="monochromatic")
     default = spatial_convs() & Selector(
         lambda p, x: x.shape[2] <= MAX_COLORS, f"input_channels<={MAX_COLORS}"
     )
@@ -102,8 +103,8 @@ def monochromatic(
         vt = np.linalg.svd(w, full_matrices=False)[2]
         color = vt[:, 0, :]  # (F, C), unit vectors
         color = color * np.where(np.sum(color, axis=1) < 0, -1.0, 1.0)[:, None]
-        centres, assign = kmeans(
-            color, colors, key=jax.random.fold_in(key, index), iterations=iterations
+        centres, assign = kmeans_vectors(
+            color, k=colors, key=jax.random.fold_in(key, index), iterations=iterations
         )
         centres, assign = np.asarray(centres, np.float64), np.asarray(assign)
         col = centres[assign]  # (F, C)
@@ -133,16 +134,18 @@ def _balanced_order(feats: np.ndarray, groups: int, key: jax.Array, iterations: 
         return np.arange(n, dtype=np.int32)
     centred = feats - np.mean(feats, axis=0, keepdims=True)
     direction = np.linalg.svd(centred, full_matrices=False)[2][0]
-    centres, labels = kmeans(feats, groups, key=key, iterations=iterations)
+    centres, labels = kmeans_vectors(feats, k=groups, key=key, iterations=iterations)
     centres, labels = np.asarray(centres, np.float64), np.asarray(labels)
     cluster_rank = np.argsort(np.argsort(centres @ direction))
     return np.lexsort((feats @ direction, cluster_rank[labels])).astype(np.int32)
 
 
 class BiclusterState(NamedTuple):
-    """The state of :func:`bicluster`: per kernel, ``{"perm_in": (C,), "inv_out": (F,)}`` int32."""
+    """The state of :func:`bicluster`: the ``spec``; ``fixed`` holds, per kernel,
+    ``{"perm_in", "inv_out"}`` int32."""
 
-    slots: Any
+    spec: Any
+    fixed: Any
 
 
 def bicluster(
@@ -179,9 +182,9 @@ def bicluster(
         evaluation", NeurIPS 2014, arXiv:1404.0736 (section 3.2.2).
     """
     for name, v in (("groups_in", groups_in), ("groups_out", groups_out), ("rank", rank)):
-        check_int("bicluster", name, v)
-    check_int("bicluster", "iterations", iterations)
-    check_key("bicluster", key)
+        checks.integer(v, fn="bicluster", name=name)
+    checks.integer(iterations, fn="bicluster", name="iterations")
+    checks.key(key, fn="bicluster")
 
     def accepts(path, x):
         reason = conv_only("biclustering")(path, x)

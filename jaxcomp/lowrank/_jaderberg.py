@@ -71,9 +71,11 @@ def separable_factors(
 
 
 class JaderbergState(NamedTuple):
-    """The state of :func:`jaderberg`: a tree of empty slots where kernels were factorized."""
+    """The state of :func:`jaderberg`: the ``spec`` of the factorized kernels; ``fixed`` holds
+    ``{}`` per kernel."""
 
-    slots: Any
+    spec: Any
+    fixed: Any
 
 
 def jaderberg(

@@ -35,10 +35,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.core._tree import MaskedNode
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import check_int
 from jaxcomp.lowrank._factorize import describe
 from jaxcomp.lowrank._nodes import Predicted
 from jaxcomp.lowrank._rank import check_rank
@@ -51,18 +51,16 @@ _KINDS = ("smooth", "random")
 
 
 def _check(what: str, rank: Any, kind: Any, grid: Any, lengthscale: Any, ridge: Any) -> None:
-    check_int(what, "rank", rank)
-    if kind not in _KINDS:
-        raise ValueError(f"{what}: kind must be one of {_KINDS}, got {kind!r}")
+    checks.integer(rank, fn=what, name="rank")
+    checks.choice(kind, _KINDS, fn=what, name="kind")
     if grid is not None and (
         not isinstance(grid, Sequence) or len(grid) != 2 or not all(
             isinstance(g, int) and g >= 1 for g in grid)
     ):  # fmt: skip
         raise ValueError(f"{what}: grid must be None or (height, width) ints >= 1, got {grid!r}")
-    if lengthscale is not None and not float(lengthscale) > 0:
-        raise ValueError(f"{what}: lengthscale must be None or > 0, got {lengthscale!r}")
-    if not float(ridge) > 0:
-        raise ValueError(f"{what}: ridge must be > 0, got {ridge!r}")
+    if lengthscale is not None:
+        checks.number(lengthscale, fn=what, name="lengthscale", low=0, low_open=True)
+    checks.number(ridge, fn=what, name="ridge", low=0, low_open=True)
 
 
 def kernel_dictionary(
@@ -132,9 +130,11 @@ def _smooth(size: int, rank: int, grid: Any, lengthscale: Any, ridge: float) -> 
 
 
 class PredictedState(NamedTuple):
-    """The state of :func:`predicted`: per kernel, ``{"dictionary": (m, n_alpha)}`` (fixed)."""
+    """The state of :func:`predicted`: the ``spec``; ``fixed`` holds, per kernel,
+    ``{"dictionary": (m, n_alpha)}``."""
 
-    slots: Any
+    spec: Any
+    fixed: Any
 
 
 def predicted(

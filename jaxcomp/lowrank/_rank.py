@@ -28,7 +28,6 @@ References:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -36,14 +35,14 @@ from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
 
-import jax
 import numpy as np
 
-from jaxcomp.core._tree import leaf_paths
-from jaxcomp.select._select import resolve
+from jaxcomp import errors
+from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import leaves
+from jaxcomp.core._map import select
 
 __all__ = [
-    "RankOutOfRangeError",
     "Ranks",
     "SensitivityScan",
     "rank_for_compression",
@@ -52,25 +51,14 @@ __all__ = [
 ]
 
 
-class RankOutOfRangeError(ValueError):
-    """A rank that a layer cannot take (below 1 or above its largest rank); names the layer."""
-
-
 def _is_int(x: Any) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
-def _check_rank_value(what: str, value: Any, pair: bool) -> None:
-    ok = _is_int(value) and value >= 1
-    if pair and not ok:
-        ok = (
-            isinstance(value, tuple | list)
-            and len(value) == 2
-            and all(_is_int(v) and v >= 1 for v in value)
-        )
-    if not ok:
-        kind = "an int >= 1 or a pair of them" if pair else "an int >= 1"
-        raise ValueError(f"{what}: rank must be {kind}, got {value!r}")
+def _check_rank_value(what: str, value: Any, pair: bool, name: str = "rank") -> Any:
+    if pair and isinstance(value, tuple | list) and len(value) == 2:
+        return tuple(checks.integer(v, fn=what, name=name) for v in value)
+    return checks.integer(value, fn=what, name=name)
 
 
 def rank_for_energy(singular_values: Any, energy: float) -> int:
@@ -87,8 +75,7 @@ def rank_for_energy(singular_values: Any, energy: float) -> int:
         >>> rank_for_energy([3.0, 2.0, 1.0], 0.9)  # 9 + 4 = 13 >= 0.9 * 14
         2
     """
-    if not 0.0 < float(energy) <= 1.0:
-        raise ValueError(f"rank_for_energy: energy must be in (0, 1], got {energy!r}")
+    checks.number(energy, fn="rank_for_energy", name="energy", low=0, high=1, low_open=True)
     s2 = np.asarray(singular_values, dtype=np.float64) ** 2
     total = s2.sum()
     if total == 0:
@@ -139,32 +126,12 @@ class Ranks(NamedTuple):
                 f"{what}: give exactly one of rank=, energy=, compression=; got {given}"
             )
         if energy is not None:
-            if isinstance(energy, bool) or not isinstance(energy, int | float):
-                raise ValueError(f"{what}: energy must be a float in (0, 1], got {energy!r}")
-            if not 0.0 < float(energy) <= 1.0:
-                raise ValueError(f"{what}: energy must be in (0, 1], got {energy!r}")
+            checks.number(energy, fn=what, name="energy", low=0, high=1, low_open=True)
         if compression is not None:
-            if isinstance(compression, bool) or not isinstance(compression, int | float):
-                raise ValueError(f"{what}: compression must be a number >= 1, got {compression!r}")
-            if not float(compression) >= 1.0 or math.isinf(float(compression)):
-                raise ValueError(
-                    f"{what}: compression must be a finite number >= 1, got {compression!r}"
-                )
+            checks.number(compression, fn=what, name="compression", low=1)
         if rank is not None:
-            if isinstance(rank, Mapping):
-                for p, v in rank.items():
-                    _check_rank_value(f"{what} (rank[{p!r}])", v, pair)
-            elif isinstance(rank, list | tuple) and rank and isinstance(rank[0], list | tuple):
-                for rule in rank:
-                    if len(rule) != 2 or not isinstance(rule[0], str):
-                        raise ValueError(f"{what}: rank rules must be (regex, rank) pairs")
-                    _check_rank_value(f"{what} (rule {rule[0]!r})", rule[1], pair)
-                    try:
-                        re.compile(rule[0])
-                    except re.error as e:
-                        raise ValueError(f"{what}: rule {rule[0]!r} is not a regex: {e}") from e
-            else:
-                _check_rank_value(what, rank, pair)
+            one = lambda v, name: _check_rank_value(what, v, pair, name)
+            rank = checks.per_leaf(rank, one, fn=what, name="rank")
         return cls(rank, energy, compression)
 
     def value_for(self, what: str, path: str) -> Any:
@@ -222,7 +189,7 @@ def choose_rank(
 def check_rank(what: str, path: str, rank: int, max_rank: int, bound: str) -> int:
     """Raises :class:`RankOutOfRangeError` naming ``path`` unless ``1 <= rank <= max_rank``."""
     if not 1 <= int(rank) <= max_rank:
-        raise RankOutOfRangeError(
+        raise errors.RankOutOfRangeError(
             f"{what}: rank {rank} for {path!r} is out of range; it must be in [1, {max_rank}] "
             f"({bound})"
         )
@@ -274,13 +241,13 @@ def sensitivity_scan(
     Raises:
       ValueError: ``candidates`` is empty or holds a non-positive rank, or ``tolerance < 0``.
     """
-    if not candidates or any(not _is_int(c) or c < 1 for c in candidates):
-        raise ValueError(f"sensitivity_scan: candidates must be ints >= 1, got {candidates!r}")
-    cands = sorted({int(c) for c in candidates})
-    if not float(tolerance) >= 0:
-        raise ValueError(f"sensitivity_scan: tolerance must be >= 0, got {tolerance!r}")
-    mask = resolve(where, params, what="sensitivity_scan(where=...)")
-    selected = [p for p, m in zip(leaf_paths(params), jax.tree.leaves(mask), strict=True) if m]
+    if not candidates:
+        raise ValueError("sensitivity_scan: candidates must be a non-empty list of ints >= 1")
+    cands = sorted(
+        {checks.integer(c, fn="sensitivity_scan", name="candidates[i]") for c in candidates}
+    )
+    checks.number(tolerance, fn="sensitivity_scan", name="tolerance", low=0)
+    selected = [lf.path for lf in leaves(select(params, where, fn="sensitivity_scan"))]
     baseline = float(evaluate(params))
     ranks: dict[str, int] = {}
     scores: dict[str, dict[int, float]] = {}
@@ -291,7 +258,7 @@ def sensitivity_scan(
             try:
                 t = make(rank=r, where=only)
                 c, s = t.init(params)
-            except RankOutOfRangeError:
+            except errors.RankOutOfRangeError:
                 break
             scores[path][r] = float(evaluate(t.apply(c, s)))
         good = [r for r, v in scores[path].items() if v >= baseline - tolerance]

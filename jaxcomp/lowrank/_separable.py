@@ -25,11 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import cp_als
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import check_int
-from jaxcomp.lowrank._factorize import check_key
 from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
 from jaxcomp.lowrank._nodes import SeparableBasis
@@ -39,9 +38,11 @@ __all__ = ["SeparableBasisState", "separable_basis"]
 
 
 class SeparableBasisState(NamedTuple):
-    """The state of :func:`separable_basis`: a tree of empty slots where kernels were rewritten."""
+    """The state of :func:`separable_basis`: the ``spec`` of the rewritten kernels; ``fixed`` holds
+    ``{}`` per kernel."""
 
-    slots: Any
+    spec: Any
+    fixed: Any
 
 
 def separable_basis(
@@ -68,9 +69,9 @@ def separable_basis(
     References:
         Rigamonti, Sironi, Lepetit and Fua, "Learning separable filters", CVPR 2013.
     """
-    check_int("separable_basis", "rank", rank)
-    check_int("separable_basis", "iterations", iterations, low=0)
-    check_key("separable_basis", key)
+    checks.integer(rank, fn="separable_basis", name="rank")
+    checks.integer(iterations, fn="separable_basis", name="iterations", low=0)
+    checks.key(key, fn="separable_basis")
 
     def factorize(path, x, index):
         kh, kw, c, f = x.shape

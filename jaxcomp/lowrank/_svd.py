@@ -42,9 +42,11 @@ __all__ = ["SvdState", "svd"]
 
 
 class SvdState(NamedTuple):
-    """The state of :func:`svd`: a tree of empty slots where kernels were factorized."""
+    """The state of :func:`svd`: the ``spec`` of the factorized kernels; ``fixed`` holds
+    ``{}`` per kernel."""
 
-    slots: Any
+    spec: Any
+    fixed: Any
 
 
 def svd(

@@ -26,11 +26,11 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import singular_values
 from jaxcomp.lowrank._decompose import tucker2_decompose
 from jaxcomp.lowrank._factorize import build
-from jaxcomp.lowrank._factorize import check_int
 from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
 from jaxcomp.lowrank._nodes import Tucker2
@@ -42,9 +42,11 @@ __all__ = ["Tucker2State", "tucker2"]
 
 
 class Tucker2State(NamedTuple):
-    """The state of :func:`tucker2`: a tree of empty slots where kernels were factorized."""
+    """The state of :func:`tucker2`: the ``spec`` of the factorized kernels; ``fixed`` holds
+    ``{}`` per kernel."""
 
-    slots: Any
+    spec: Any
+    fixed: Any
 
 
 def _mode_spectrum(x: jax.Array, mode: int) -> np.ndarray:
@@ -88,7 +90,7 @@ def tucker2(
         mobile applications", ICLR 2016, arXiv:1511.06530.
     """
     ranks = Ranks.build("tucker2", rank, energy, compression, pair=True)
-    check_int("tucker2", "iterations", iterations, low=0)
+    checks.integer(iterations, fn="tucker2", name="iterations", low=0)
 
     def choose(path, x):
         kh, kw, c, f = x.shape
