@@ -28,4 +28,8 @@ CASES = [
     ),
     ("prune.hashed", lambda: prune.hashed(compression=4, key=jax.random.key(0))),
     ("prune.soft_sharing", lambda: prune.soft_sharing(components=4)),
+    (
+        "prune.build_pruner",
+        lambda: prune.build_pruner(lambda w, leaf, step: jnp.square(w), sparsity=0.5),
+    ),
 ]

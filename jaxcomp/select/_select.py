@@ -22,6 +22,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.core._checks import is_rule_list as _is_rule_list
+from jaxcomp.core._map import REQUIRED
+from jaxcomp.core._map import leaf_values
 from jaxcomp.core._tree import is_array
 from jaxcomp.core._tree import path_str
 from jaxcomp.errors import SelectionError
@@ -36,8 +39,6 @@ __all__ = [
     "resolve",
     "resolve_rules",
 ]
-
-_NO_DEFAULT = object()
 
 
 class Selector:
@@ -122,16 +123,6 @@ def min_size(n: int) -> Selector:
     return Selector(lambda p, x: is_array(x) and x.size >= n, f"min_size({n})")
 
 
-def _is_rule_list(where: Any) -> bool:
-    return (
-        isinstance(where, list | tuple)
-        and len(where) > 0
-        and all(
-            isinstance(r, list | tuple) and len(r) == 2 and isinstance(r[0], str) for r in where
-        )
-    )
-
-
 def _paths_and_leaves(params: Any) -> tuple[list[str], list[Any], Any]:
     pl, treedef = jax.tree_util.tree_flatten_with_path(params)
     return [path_str(p) for p, _ in pl], [x for _, x in pl], treedef
@@ -141,7 +132,7 @@ def resolve_rules(
     rules: Sequence[tuple[str, Any]],
     params: Any,
     *,
-    default: Any = _NO_DEFAULT,
+    default: Any = REQUIRED,
     what: str = "where",
 ) -> Any:
     """Evaluates ordered ``(regex, value)`` rules over the leaves of ``params``; first match wins.
@@ -160,33 +151,8 @@ def resolve_rules(
     """
     if not _is_rule_list(rules):
         raise SelectionError(f"{what}: expected a list of (regex, value) pairs, got {rules!r}")
-    compiled = []
-    for pattern, value in rules:
-        try:
-            compiled.append((pattern, re.compile(pattern), value))
-        except re.error as e:
-            raise SelectionError(f"{what}: rule {pattern!r} is not a valid regex: {e}") from e
     paths, _, treedef = _paths_and_leaves(params)
-    used = [False] * len(compiled)
-    values, uncovered = [], []
-    for p in paths:
-        for i, (_, rx, value) in enumerate(compiled):
-            if rx.search(p):
-                used[i] = True
-                values.append(value)
-                break
-        else:
-            if default is _NO_DEFAULT:
-                uncovered.append(p)
-            values.append(None if default is _NO_DEFAULT else default)
-    unused = [pat for (pat, _, _), u in zip(compiled, used, strict=True) if not u]
-    if unused:
-        raise SelectionError(f"{what}: rules {unused} match no leaf; the paths are {paths}")
-    if uncovered:
-        raise SelectionError(
-            f"{what}: leaves {uncovered} are covered by no rule and no default was given; "
-            f"add a catch-all rule such as ('.*', False)"
-        )
+    values = leaf_values(list(rules), paths, fn=what, name="(regex, value)", default=default)
     return jax.tree.unflatten(treedef, values)
 
 
