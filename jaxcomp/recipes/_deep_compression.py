@@ -40,13 +40,10 @@ from jaxcomp import quant
 from jaxcomp import schedules
 from jaxcomp import select
 from jaxcomp import train
-from jaxcomp.core import identity
-from jaxcomp.core import partition
-from jaxcomp.core import path_str
+from jaxcomp.core import _checks as checks
 from jaxcomp.core import to_dense
 from jaxcomp.data import Dataset
 from jaxcomp.errors import CorruptArtifactError
-from jaxcomp.errors import SelectionError
 
 __all__ = [
     "PRESETS",
@@ -57,9 +54,6 @@ __all__ = [
 ]
 
 
-_UNCOVERED = "uncovered"
-
-
 @dataclasses.dataclass(frozen=True)
 class DeepCompression:
     """The knobs of the Deep Compression recipe.
@@ -67,8 +61,8 @@ class DeepCompression:
     Attributes:
       sparsity: ``[(regex, fraction pruned)]`` over kernel paths, first match wins; every kernel
         must be covered (add ``(".*", 0.0)`` to keep the rest dense).
-      bits: ``[(regex, index bits)]`` of the k-means codebook per kernel (``2**bits`` entries,
-        one of them the fixed zero of pruned weights); every kernel must be covered.
+      bits: ``[(regex, index bits)]`` of the k-means codebook per kernel, in [2, 8] (``2**bits``
+        entries, one of them the fixed zero of pruned weights); every kernel must be covered.
       dense_epochs: epochs of dense training (skipped when variables are given).
       prune_epochs: epochs over which the sparsity ramps up (gradual pruning).
       retrain_epochs: epochs of retraining at the final masks.
@@ -95,30 +89,18 @@ class DeepCompression:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        fn = "DeepCompression"
         for name in ("dense_epochs", "prune_epochs", "retrain_epochs", "quant_epochs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"DeepCompression: {name} must be an int >= 0, got {v!r}")
+            checks.integer(getattr(self, name), fn=fn, name=name, low=0)
         for name in ("batch_size", "mask_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"DeepCompression: {name} must be an int >= 1, got {v!r}")
+            checks.integer(getattr(self, name), fn=fn, name=name)
         for name in ("lr", "quant_lr"):
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or v <= 0:
-                raise ValueError(f"DeepCompression: {name} must be > 0, got {v!r}")
-        if self.coder not in ("huffman", "ans"):
-            raise ValueError(
-                f"DeepCompression: coder must be 'huffman' or 'ans', got {self.coder!r}"
-            )
+            checks.number(getattr(self, name), fn=fn, name=name, low=0, low_open=True)
+        checks.choice(self.coder, ("huffman", "ans"), fn=fn, name="coder")
         for rx, s in self.sparsity:
-            if not 0.0 <= float(s) < 1.0:
-                raise ValueError(f"DeepCompression: sparsity of {rx!r} must be in [0, 1), got {s}")
-        for rx, b in self.bits:
-            if not isinstance(b, int) or not 1 <= b <= 8:
-                raise ValueError(
-                    f"DeepCompression: bits of {rx!r} must be an int in [1, 8], got {b}"
-                )
+            checks.fraction(s, fn=fn, name=f"sparsity of {rx!r}")
+        for rx, b in self.bits:  # one of the 2**bits entries is the zero of pruned weights
+            checks.bits(b, fn=fn, name=f"bits of {rx!r}", low=2, high=8)
 
     def replace(self, **changes: Any) -> DeepCompression:
         """A copy with some fields changed (and checked again)."""
@@ -181,21 +163,6 @@ def _fit(state, data, cfg: DeepCompression, epochs: int, progress: bool, label: 
 
 def _accuracy(state, data) -> float:
     return train.evaluate(state, data.x_test, data.y_test)["accuracy"]
-
-
-def _kernel_paths(params: Any) -> list[str]:
-    mask = select.resolve(select.kernels(), params)
-    return [path_str(p) for p, m in jax.tree_util.tree_leaves_with_path(mask) if m]
-
-
-def _rule_values(rules: Any, params: Any, kernels: list[str], what: str) -> dict[str, Any]:
-    """Each kernel's value under ordered ``(regex, value)`` rules; every kernel must be covered."""
-    values = select.resolve_rules(list(rules), params, default=_UNCOVERED, what=what)
-    out = {path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(values)}
-    uncovered = [k for k in kernels if out[k] is _UNCOVERED]
-    if uncovered:
-        raise SelectionError(f"{what}: no rule covers the kernels {uncovered}")
-    return {k: out[k] for k in kernels}
 
 
 def load_artifact(blob_or_path: bytes | str | os.PathLike[str]) -> tuple[dict[str, Any], dict]:
@@ -264,15 +231,12 @@ def deep_compression(
                    "nonzeros": analysis.nonzero_count(dense_params)})  # fmt: skip
     log(f"dense: test accuracy {acc:.4f}, {dense_bytes:,} bytes")
 
-    # 2. gradual pruning, then retraining at the final masks
-    kernels = _kernel_paths(dense_params)
-    target_of = _rule_values(config.sparsity, dense_params, kernels, "DeepCompression.sparsity")
+    # 2. gradual pruning (every kernel's own cubic ramp), then retraining at the final masks
     steps_per_epoch = data.num_train // min(config.batch_size, data.num_train)
     ramp_end = max(1, config.prune_epochs * steps_per_epoch)
-    per_leaf = {
-        k: schedules.polynomial(0.0, float(s), begin=0, end=ramp_end) for k, s in target_of.items()
-    }
-    pruner = prune.magnitude(sparsity=per_leaf, update_every=config.mask_every)
+    ramps = [(rx, schedules.polynomial(0.0, float(s), begin=0, end=ramp_end))
+             for rx, s in config.sparsity]  # fmt: skip
+    pruner = prune.magnitude(sparsity=ramps, where=select.kernels(), update_every=config.mask_every)
     st = _state(model, variables, optax.adam(config.lr), k_prune, pruner)
     # the accuracy fit reports is that of mask * weights, which finalize bakes
     st, acc = _fit(st, data, config, config.prune_epochs + config.retrain_epochs, progress,
@@ -286,15 +250,8 @@ def deep_compression(
                    "nonzeros": nnz})  # fmt: skip
     log(f"pruned: test accuracy {acc:.4f}, {nnz:,} nonzeros")
 
-    # 3. trained quantization: k-means per layer, centroids fine-tuned
-    bit_of = _rule_values(config.bits, pruned, kernels, "DeepCompression.bits")
-    labels = jax.tree_util.tree_map_with_path(
-        lambda p, _: f"bits{bit_of[path_str(p)]}" if path_str(p) in kernels else "keep", pruned
-    )
-    widths = sorted({bit_of[k] for k in kernels})
-    sharers = {f"bits{b}": quant.kmeans(bits=b, where=select.kernels()) for b in widths}
-    sharers["keep"] = identity()
-    quantizer = partition(sharers, labels)
+    # 3. trained quantization: k-means per layer at its own bits, centroids fine-tuned
+    quantizer = quant.kmeans(bits=list(config.bits), where=select.kernels())
     st = _state(model, variables, optax.adam(config.quant_lr), k_quant, quantizer)
     st, _ = _fit(st, data, config, config.quant_epochs, progress, "3/3 quantize")
     final = st.finalize()
