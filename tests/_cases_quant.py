@@ -36,4 +36,5 @@ CASES = [
     ("quant.ternary_connect", lambda: quant.ternary_connect(key=jax.random.key(0))),
     ("quant.loss_aware_binary", lambda: quant.loss_aware_binary()),
     ("quant.noise", lambda: quant.noise(std=0.1, kind="multiplicative", key=jax.random.key(0))),
+    ("quant.power_of_two", lambda: quant.power_of_two(bits=4)),
 ]

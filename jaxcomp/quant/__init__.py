@@ -51,6 +51,7 @@ from jaxcomp.quant._observers import moving_average
 from jaxcomp.quant._observers import mse
 from jaxcomp.quant._observers import percentile
 from jaxcomp.quant._observers import qparams
+from jaxcomp.quant._power_of_two import power_of_two
 from jaxcomp.quant._product import ProductQuantState
 from jaxcomp.quant._product import product_quant
 from jaxcomp.quant._product import residual_quant
@@ -96,6 +97,7 @@ __all__ = [
     "mse",
     "noise",
     "percentile",
+    "power_of_two",
     "product_quant",
     "qat_linear",
     "qparams",
