@@ -397,8 +397,10 @@ def test_rank_above_the_matrix_names_the_layer(net):
         lowrank.jaderberg(rank=10).init(params)  # min(3*3, 3*6) = 9
     with pytest.raises(ValueError, match=r"Conv_0/kernel.*R3 <= C = 3"):
         lowrank.tucker2(rank=(4, 2)).init(params)
-    with pytest.raises(ValueError, match=r"no entry.*Conv_0/kernel"):
+    with pytest.raises(ValueError, match=r"svd: the rank dict .*missing \['Conv_0/kernel'"):
         lowrank.svd(rank={"Dense_0/kernel": 2}).init(params)
+    with pytest.raises(ValueError, match=r"svd: rank: rules \['Dense_9'\] match no leaf"):
+        lowrank.svd(rank=[("Dense_9", 2), (".*", 1)]).init(params)
 
 
 def test_a_layer_the_method_cannot_factorize_is_named(net):

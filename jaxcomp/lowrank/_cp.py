@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from typing import NamedTuple
 
 import jax
 
 from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import cp_als
+from jaxcomp.lowrank._factorize import FactorizedState
 from jaxcomp.lowrank._factorize import build
 from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
@@ -40,12 +40,9 @@ from jaxcomp.lowrank._rank import choose_rank
 __all__ = ["CpState", "cp"]
 
 
-class CpState(NamedTuple):
+class CpState(FactorizedState):
     """The state of :func:`cp`: the ``spec`` of the factorized kernels; ``fixed`` holds
     ``{}`` per kernel."""
-
-    spec: Any
-    fixed: Any
 
 
 def cp(
@@ -87,15 +84,16 @@ def cp(
     checks.integer(iterations, fn="cp", name="iterations", low=0)
     checks.key(key, fn="cp")
 
-    def factorize(path, x, index):
+    def factorize(leaf, x):
         kh, kw, c, f = x.shape
         size = math.prod(x.shape)
         r = choose_rank(
-            ranks, "cp", path, max_rank=size // max(x.shape),
+            ranks, "cp", leaf, max_rank=size // max(x.shape),
             bound=f"kh kw C F / max(kh, kw, C, F) for shape {tuple(x.shape)}",
             cost=lambda r: r * (c + kh + kw + f), dense=size,
         )  # fmt: skip
-        ky, kx, ks, kt = cp_als(x, r, iterations=iterations, key=jax.random.fold_in(key, index))
+        k = jax.random.fold_in(key, leaf.index)
+        ky, kx, ks, kt = cp_als(x, r, iterations=iterations, key=k)
         node = CP(first=ks, vertical=ky, horizontal=kx, last=kt.T)
         return jax.tree.map(lambda a: a.astype(x.dtype), node), {}
 
@@ -105,5 +103,6 @@ def cp(
         default=spatial_convs(),
         accepts=conv_only("CP"),
         factorize=factorize,
+        per_leaf=ranks.per_leaf(),
         state_cls=CpState,
     )

@@ -30,7 +30,6 @@ References:
 from __future__ import annotations
 
 from typing import Any
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +39,7 @@ from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.core._tree import MaskedNode
 from jaxcomp.lowrank._decompose import split_svd
+from jaxcomp.lowrank._factorize import FactorizedState
 from jaxcomp.lowrank._factorize import build
 from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
@@ -56,12 +56,9 @@ MAX_COLORS = 4
 input channels (the color layers)."""
 
 
-class MonochromaticState(NamedTuple):
+class MonochromaticState(FactorizedState):
     """The state of :func:`monochromatic`: the ``spec``; ``fixed`` holds, per kernel,
     ``{"assign": (F,) int32}``."""
-
-    spec: Any
-    fixed: Any
 
 
 def monochromatic(
@@ -96,15 +93,15 @@ def monochromatic(
         lambda p, x: x.shape[2] <= MAX_COLORS, f"input_channels<={MAX_COLORS}"
     )
 
-    def factorize(path, x, index):
+    def factorize(leaf, x):
         kh, kw, c, f = x.shape
-        check_rank("monochromatic", path, colors, f, f"colors <= F = {f} filters")
+        check_rank("monochromatic", leaf.path, colors, f, f"colors <= F = {f} filters")
         w = np.reshape(np.transpose(np.asarray(x, np.float64), (3, 0, 1, 2)), (f, kh * kw, c))
         vt = np.linalg.svd(w, full_matrices=False)[2]
         color = vt[:, 0, :]  # (F, C), unit vectors
         color = color * np.where(np.sum(color, axis=1) < 0, -1.0, 1.0)[:, None]
         centres, assign = kmeans_vectors(
-            color, k=colors, key=jax.random.fold_in(key, index), iterations=iterations
+            color, k=colors, key=jax.random.fold_in(key, leaf.index), iterations=iterations
         )
         centres, assign = np.asarray(centres, np.float64), np.asarray(assign)
         col = centres[assign]  # (F, C)
@@ -140,12 +137,9 @@ def _balanced_order(feats: np.ndarray, groups: int, key: jax.Array, iterations: 
     return np.lexsort((feats @ direction, cluster_rank[labels])).astype(np.int32)
 
 
-class BiclusterState(NamedTuple):
+class BiclusterState(FactorizedState):
     """The state of :func:`bicluster`: the ``spec``; ``fixed`` holds, per kernel,
     ``{"perm_in", "inv_out"}`` int32."""
-
-    spec: Any
-    fixed: Any
 
 
 def bicluster(
@@ -195,12 +189,12 @@ def bicluster(
             )
         return reason
 
-    def factorize(path, x, index):
+    def factorize(leaf, x):
         kh, kw, c, f = x.shape
         g, h = groups_in, groups_out
         cg, fh = c // g, f // h
-        check_rank("bicluster", path, rank, min(kh * kw * cg, fh), "min(kh kw C/G, F/H)")
-        k_in, k_out = jax.random.split(jax.random.fold_in(key, index))
+        check_rank("bicluster", leaf.path, rank, min(kh * kw * cg, fh), "min(kh kw C/G, F/H)")
+        k_in, k_out = jax.random.split(jax.random.fold_in(key, leaf.index))
         w = np.asarray(x, np.float64)
         perm_in = _balanced_order(np.reshape(np.transpose(w, (2, 0, 1, 3)), (c, -1)), g, k_in,
                                   iterations)  # fmt: skip

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from typing import NamedTuple
 
 import jax
 
@@ -32,7 +33,20 @@ from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
 from jaxcomp.select._select import Selector
 
-__all__ = ["build", "conv_only", "describe"]
+__all__ = ["FactorizedState", "build", "conv_only", "describe"]
+
+
+class FactorizedState(NamedTuple):
+    """The state every low-rank method keeps (each subclasses it under its own name).
+
+    Attributes:
+      spec: the selection, as :func:`jaxcomp.core.select` returns it.
+      fixed: per factorized kernel, its node's non-trained fields (``{}`` for most methods),
+        ``MaskedNode()`` elsewhere.
+    """
+
+    spec: Any
+    fixed: Any
 
 
 def describe(x: Any) -> str:
@@ -58,8 +72,9 @@ def build(
     where: Any,
     default: Selector,
     accepts: Callable[[str, jax.Array], str | None],
-    factorize: Callable[[str, jax.Array, int], tuple[Any, dict[str, Any]]],
+    factorize: Callable[[Any, jax.Array], tuple[Any, dict[str, Any]]],
     state_cls: type,
+    per_leaf: dict[str, Any] | None = None,
 ) -> Transform:
     """Builds a low-rank transform from its per-leaf parts.
 
@@ -68,19 +83,21 @@ def build(
       where: the user's ``where=``.
       default: the selector used when ``where`` is None (only leaves it accepts).
       accepts: ``(path, kernel) -> None`` if the method can factorize the kernel, else the reason.
-      factorize: ``(path, kernel, index) -> (node, fixed)``: the node (its non-trained fields
-        ``MaskedNode()``) and the dict of those fields; ``index`` numbers the selected leaves
-        (to fold into PRNG keys).
+      factorize: ``(leaf, kernel) -> (node, fixed)``: the node (its non-trained fields
+        ``MaskedNode()``) and the dict of those fields; ``leaf`` is the kernel's
+        :class:`jaxcomp.core.Leaf` (its path, its index to fold into PRNG keys, its per-leaf
+        values).
       state_cls: the state NamedTuple, built as ``state_cls(spec, fixed)``.
+      per_leaf: per-leaf arguments (``{"rank": rank}``) resolved by :func:`jaxcomp.core.select`.
 
     Returns:
       The :class:`jaxcomp.Transform`.
     """
 
     def init(params):
-        spec = select(params, where, fn=what, default=default, accepts=accepts)
+        spec = select(params, where, fn=what, default=default, accepts=accepts, **(per_leaf or {}))
         ws = selected(spec, params)
-        out = [factorize(lf.path, x, lf.index) for lf, x in zip(leaves(spec), ws, strict=True)]
+        out = [factorize(lf, x) for lf, x in zip(leaves(spec), ws, strict=True)]
         fixed = placed(spec, [f for _, f in out])
         return rebuild(spec, params, [n for n, _ in out]), state_cls(spec, fixed)
 

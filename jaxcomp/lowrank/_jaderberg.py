@@ -18,7 +18,6 @@ References:
 from __future__ import annotations
 
 from typing import Any
-from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +25,7 @@ import numpy as np
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import singular_values
 from jaxcomp.lowrank._decompose import split_svd
+from jaxcomp.lowrank._factorize import FactorizedState
 from jaxcomp.lowrank._factorize import build
 from jaxcomp.lowrank._factorize import describe
 from jaxcomp.lowrank._nodes import Separable
@@ -70,12 +70,9 @@ def separable_factors(
     return np.reshape(a, (kh, 1, c, rank)), horizontal
 
 
-class JaderbergState(NamedTuple):
+class JaderbergState(FactorizedState):
     """The state of :func:`jaderberg`: the ``spec`` of the factorized kernels; ``fixed`` holds
     ``{}`` per kernel."""
-
-    spec: Any
-    fixed: Any
 
 
 def jaderberg(
@@ -121,11 +118,11 @@ def jaderberg(
             )
         return None
 
-    def factorize(path, x, index):
+    def factorize(leaf, x):
         kh, kw, c, f = x.shape
         mat = separable_matrix(x)
         k = choose_rank(
-            ranks, "jaderberg", path, max_rank=min(kh * c, kw * f),
+            ranks, "jaderberg", leaf, max_rank=min(kh * c, kw * f),
             bound=f"min(kh C, kw F) = min({kh * c}, {kw * f})",
             cost=lambda r: r * (kh * c + kw * f), dense=kh * kw * c * f,
             spectrum=lambda: singular_values(mat),
@@ -139,5 +136,6 @@ def jaderberg(
         default=spatial_convs(),
         accepts=accepts,
         factorize=factorize,
+        per_leaf=ranks.per_leaf(),
         state_cls=JaderbergState,
     )

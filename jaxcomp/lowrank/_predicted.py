@@ -29,7 +29,6 @@ import functools
 import math
 from collections.abc import Sequence
 from typing import Any
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.core._tree import MaskedNode
+from jaxcomp.lowrank._factorize import FactorizedState
 from jaxcomp.lowrank._factorize import build
 from jaxcomp.lowrank._factorize import describe
 from jaxcomp.lowrank._nodes import Predicted
@@ -129,12 +129,9 @@ def _smooth(size: int, rank: int, grid: Any, lengthscale: Any, ridge: float) -> 
     return jnp.linalg.solve(k_alpha, se(pos, pos[chosen]).T).T
 
 
-class PredictedState(NamedTuple):
+class PredictedState(FactorizedState):
     """The state of :func:`predicted`: the ``spec``; ``fixed`` holds, per kernel,
     ``{"dictionary": (m, n_alpha)}``."""
-
-    spec: Any
-    fixed: Any
 
 
 def predicted(
@@ -181,10 +178,10 @@ def predicted(
             return f"it is {describe(x)}; predicted parameters need a (m, n) Dense kernel"
         return None
 
-    def factorize(path, x, index):
+    def factorize(leaf, x):
         m = x.shape[0]
-        check_rank("predicted", path, rank, m, f"the input size m = {m}")
-        k = None if key is None else jax.random.fold_in(key, index)
+        check_rank("predicted", leaf.path, rank, m, f"the input size m = {m}")
+        k = None if key is None else jax.random.fold_in(key, leaf.index)
         d = kernel_dictionary(
             m, rank, kind=kind, grid=grid, lengthscale=lengthscale, ridge=ridge, key=k
         )

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
@@ -134,27 +133,15 @@ class Ranks(NamedTuple):
             rank = checks.per_leaf(rank, one, fn=what, name="rank")
         return cls(rank, energy, compression)
 
-    def value_for(self, what: str, path: str) -> Any:
-        """The ``rank=`` value of one leaf (an int or a pair), or None under energy/compression."""
-        rank = self.rank
-        if rank is None:
-            return None
-        if isinstance(rank, Mapping):
-            if path not in rank:
-                raise ValueError(f"{what}: rank= has no entry for the selected leaf {path!r}")
-            return rank[path]
-        if isinstance(rank, list | tuple) and rank and isinstance(rank[0], list | tuple):
-            for pattern, value in rank:
-                if re.search(pattern, path):
-                    return value
-            raise ValueError(f"{what}: no rank rule matches the selected leaf {path!r}")
-        return rank
+    def per_leaf(self) -> dict[str, Any]:
+        """The per-leaf arguments for :func:`jaxcomp.core.select`: ``rank``, when it is given."""
+        return {} if self.rank is None else {"rank": self.rank}
 
 
 def choose_rank(
     ranks: Ranks,
     what: str,
-    path: str,
+    leaf: Any,
     *,
     max_rank: int,
     bound: str,
@@ -167,7 +154,7 @@ def choose_rank(
     Args:
       ranks: the transform's :class:`Ranks`.
       what: the factory's name, for messages.
-      path: the leaf's path.
+      leaf: the leaf's :class:`jaxcomp.core.Leaf` (its path, and its ``rank`` under ``rank=``).
       max_rank: the largest rank the leaf can take.
       bound: what ``max_rank`` is, for messages (``"min(m, n)"``).
       cost: the parameters of the factors at a rank.
@@ -177,9 +164,8 @@ def choose_rank(
     Raises:
       RankOutOfRangeError: a given rank is outside ``[1, max_rank]``.
     """
-    value = ranks.value_for(what, path)
-    if value is not None:
-        return check_rank(what, path, value, max_rank, bound)
+    if ranks.rank is not None:
+        return check_rank(what, leaf.path, leaf["rank"], max_rank, bound)
     if ranks.energy is not None:
         assert spectrum is not None
         return min(rank_for_energy(spectrum(), ranks.energy), max_rank)

@@ -19,7 +19,6 @@ References:
 from __future__ import annotations
 
 from typing import Any
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +27,7 @@ import numpy as np
 from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import cp_als
+from jaxcomp.lowrank._factorize import FactorizedState
 from jaxcomp.lowrank._factorize import build
 from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
@@ -37,12 +37,9 @@ from jaxcomp.lowrank._rank import check_rank
 __all__ = ["SeparableBasisState", "separable_basis"]
 
 
-class SeparableBasisState(NamedTuple):
+class SeparableBasisState(FactorizedState):
     """The state of :func:`separable_basis`: the ``spec`` of the rewritten kernels; ``fixed`` holds
     ``{}`` per kernel."""
-
-    spec: Any
-    fixed: Any
 
 
 def separable_basis(
@@ -73,12 +70,12 @@ def separable_basis(
     checks.integer(iterations, fn="separable_basis", name="iterations", low=0)
     checks.key(key, fn="separable_basis")
 
-    def factorize(path, x, index):
+    def factorize(leaf, x):
         kh, kw, c, f = x.shape
-        check_rank("separable_basis", path, rank, kh * kw, f"kh kw = {kh * kw} basis filters")
+        check_rank("separable_basis", leaf.path, rank, kh * kw, f"kh kw = {kh * kw} basis filters")
         stack = np.reshape(np.asarray(x, np.float32), (kh, kw, c * f))
         vert, hor, comb = cp_als(
-            stack, rank, iterations=iterations, key=jax.random.fold_in(key, index)
+            stack, rank, iterations=iterations, key=jax.random.fold_in(key, leaf.index)
         )
         coeffs = np.transpose(np.reshape(np.asarray(comb), (c, f, rank)), (0, 2, 1))
         node = SeparableBasis(vert, hor, coeffs)

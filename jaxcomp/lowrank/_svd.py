@@ -23,7 +23,6 @@ References:
 from __future__ import annotations
 
 from typing import Any
-from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +30,7 @@ import numpy as np
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import singular_values
 from jaxcomp.lowrank._decompose import split_svd
+from jaxcomp.lowrank._factorize import FactorizedState
 from jaxcomp.lowrank._factorize import build
 from jaxcomp.lowrank._factorize import describe
 from jaxcomp.lowrank._nodes import LowRank
@@ -41,12 +41,9 @@ from jaxcomp.select._select import kernels
 __all__ = ["SvdState", "svd"]
 
 
-class SvdState(NamedTuple):
+class SvdState(FactorizedState):
     """The state of :func:`svd`: the ``spec`` of the factorized kernels; ``fixed`` holds
     ``{}`` per kernel."""
-
-    spec: Any
-    fixed: Any
 
 
 def svd(
@@ -101,11 +98,11 @@ def svd(
             return f"it is {describe(x)}; SVD needs a matrix or a convolution kernel"
         return None
 
-    def factorize(path, x, index):
+    def factorize(leaf, x):
         mat = np.reshape(np.asarray(x, np.float32), (-1, x.shape[-1]))
         m, n = mat.shape
         r = choose_rank(
-            ranks, "svd", path, max_rank=min(m, n), bound=f"min(m, n) of the {m}x{n} matrix",
+            ranks, "svd", leaf, max_rank=min(m, n), bound=f"min(m, n) of the {m}x{n} matrix",
             cost=lambda r: r * (m + n), dense=m * n,
             spectrum=lambda: singular_values(mat),
         )  # fmt: skip
@@ -119,5 +116,6 @@ def svd(
         default=kernels(),
         accepts=accepts,
         factorize=factorize,
+        per_leaf=ranks.per_leaf(),
         state_cls=SvdState,
     )

@@ -21,7 +21,6 @@ References:
 from __future__ import annotations
 
 from typing import Any
-from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -30,6 +29,7 @@ from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import singular_values
 from jaxcomp.lowrank._decompose import tucker2_decompose
+from jaxcomp.lowrank._factorize import FactorizedState
 from jaxcomp.lowrank._factorize import build
 from jaxcomp.lowrank._factorize import conv_only
 from jaxcomp.lowrank._jaderberg import spatial_convs
@@ -41,12 +41,9 @@ from jaxcomp.lowrank._rank import rank_for_energy
 __all__ = ["Tucker2State", "tucker2"]
 
 
-class Tucker2State(NamedTuple):
+class Tucker2State(FactorizedState):
     """The state of :func:`tucker2`: the ``spec`` of the factorized kernels; ``fixed`` holds
     ``{}`` per kernel."""
-
-    spec: Any
-    fixed: Any
 
 
 def _mode_spectrum(x: jax.Array, mode: int) -> np.ndarray:
@@ -92,9 +89,9 @@ def tucker2(
     ranks = Ranks.build("tucker2", rank, energy, compression, pair=True)
     checks.integer(iterations, fn="tucker2", name="iterations", low=0)
 
-    def choose(path, x):
-        kh, kw, c, f = x.shape
-        value = ranks.value_for("tucker2", path)
+    def choose(leaf, x):
+        path, (kh, kw, c, f) = leaf.path, x.shape
+        value = leaf["rank"] if ranks.rank is not None else None
         if value is not None:
             r3, r4 = (value, value) if isinstance(value, int | np.integer) else value
             return (
@@ -113,8 +110,8 @@ def tucker2(
                 return r3, r4
         return 1, 1
 
-    def factorize(path, x, index):
-        r3, r4 = choose(path, x)
+    def factorize(leaf, x):
+        r3, r4 = choose(leaf, x)
         first, core, last = tucker2_decompose(x, r3, r4, iterations=iterations)
         return jax.tree.map(lambda a: a.astype(x.dtype), Tucker2(first, core, last)), {}
 
@@ -124,5 +121,6 @@ def tucker2(
         default=spatial_convs(),
         accepts=conv_only("Tucker-2"),
         factorize=factorize,
+        per_leaf=ranks.per_leaf(),
         state_cls=Tucker2State,
     )
