@@ -51,6 +51,15 @@ class HashedWeight:
     shape: tuple[int, ...] = struct.field(pytree_node=False)
     seed: int = struct.field(pytree_node=False)
 
+    def to_dense(self) -> jax.Array:
+        """The dense weight: each position's bucket value times its hashed sign."""
+        return _dense(self, self.buckets.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buckets (the hashes are recomputed from the static seed)."""
+        return int(self.buckets.size) * self.buckets.dtype.itemsize
+
 
 class HashedState(NamedTuple):
     """The state of :func:`hashed` (none: the hashes are recomputed from the static seed)."""
@@ -150,10 +159,9 @@ def hashed(
         return map_leaves(one, select(params, where, fn="hashed"), params), HashedState()
 
     def apply(cparams, state):
+        # only this transform's own nodes: an enclosing node (factors) stays for its transform
         is_h = lambda x: isinstance(x, HashedWeight)
-        return jax.tree.map(
-            lambda x: _dense(x, x.buckets.dtype) if is_h(x) else x, cparams, is_leaf=is_h
-        )
+        return jax.tree.map(lambda x: x.to_dense() if is_h(x) else x, cparams, is_leaf=is_h)
 
     def update(cparams, state, *, step, grads=None):
         del step, grads
