@@ -48,6 +48,7 @@ from jaxcomp.errors import SelectionError
 
 __all__ = [
     "Leaf",
+    "by_path",
     "is_masked",
     "leaf_key",
     "leaf_values",
@@ -263,6 +264,30 @@ def map_state(fn: Callable[..., Any], spec: Any, *trees: Any) -> Any:
     """A state tree: ``fn(leaf, *trees_at_leaf)`` at each selected leaf, ``MaskedNode()`` else."""
     subs = [selected(spec, t) for t in trees]
     return placed(spec, [fn(lf, *xs) for lf, *xs in zip(leaves(spec), *subs, strict=True)])
+
+
+def by_path(tree: Any, paths: list[str], shapes: list[Any], *, what: str) -> list[Any]:
+    """The arrays of a user's ``tree`` at ``paths`` (matched by ``/``-joined path), each checked
+    to have its shape in ``shapes``: masks, Hessians or calibration data given per leaf.
+
+    Raises:
+      ValueError: a path has no array in ``tree`` (``MaskedNode()`` counts as none) or one of
+        another shape; the message starts with ``what`` and names the paths.
+    """
+    found = {
+        path_str(p): x
+        for p, x in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_masked)
+        if not is_masked(x)
+    }
+    missing = [p for p in paths if p not in found]
+    if missing:
+        raise ValueError(f"{what} has no entry for the selected leaves {missing}")
+    for p, shape in zip(paths, shapes, strict=True):
+        if tuple(jax.numpy.shape(found[p])) != tuple(shape):
+            raise ValueError(
+                f"{what}[{p!r}] has shape {jax.numpy.shape(found[p])}, the leaf {shape}"
+            )
+    return [found[p] for p in paths]
 
 
 def leaf_key(key: jax.Array, leaf: Leaf) -> jax.Array:

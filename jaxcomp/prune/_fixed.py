@@ -23,18 +23,18 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import by_path
 from jaxcomp.core._map import leaves
 from jaxcomp.core._map import placed
 from jaxcomp.core._map import rebuild
 from jaxcomp.core._map import select
 from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
+from jaxcomp.core._tree import leaf_paths
 from jaxcomp.prune._masks import check_nm
 from jaxcomp.prune._masks import nm_mask
 from jaxcomp.prune._pruner import apply_masked
 from jaxcomp.prune._pruner import apply_own_masked
-from jaxcomp.prune._pruner import by_path
-from jaxcomp.prune._pruner import path_dict
 from jaxcomp.prune._pruner import zero_pruned
 
 __all__ = [
@@ -96,11 +96,11 @@ def fixed_masks(masks: Any, *, where: Any = None) -> Transform:
 
     def init_masks(params):
         tree = masks(params) if callable(masks) else masks
-        given = path_dict(tree)
+        given = set(leaf_paths(tree))  # MaskedNode placeholders have no leaves
         sel = (lambda p, x: p in given) if where is None else where
         spec = select(params, sel, fn="fixed_masks")
         paths, ws = [lf.path for lf in leaves(spec)], selected(spec, params)
-        found = by_path(tree, paths, "fixed_masks: masks", [jnp.shape(w) for w in ws])
+        found = by_path(tree, paths, [jnp.shape(w) for w in ws], what="fixed_masks: masks")
         return spec, [jnp.asarray(m, bool) for m in found]
 
     return _masked_transform(init_masks, FixedMasksState)

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import by_path
 from jaxcomp.core._map import leaves
 from jaxcomp.core._map import placed
 from jaxcomp.core._map import rebuild
@@ -41,7 +42,6 @@ from jaxcomp.core._map import select
 from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
 from jaxcomp.prune._pruner import build_pruner
-from jaxcomp.prune._pruner import by_path
 
 __all__ = [
     "ObdState",
@@ -268,7 +268,7 @@ def obd(
         tree = hessian_diag(params) if callable(hessian_diag) else hessian_diag
         ws = selected(spec, params)
         paths = [lf.path for lf in leaves(spec)]
-        diags = by_path(tree, paths, "obd(hessian_diag=...)", [jnp.shape(w) for w in ws])
+        diags = by_path(tree, paths, [jnp.shape(w) for w in ws], what="obd(hessian_diag=...)")
         return {"hessian_diag": [jnp.asarray(h, jnp.float32) for h in diags]}
 
     return build_pruner(

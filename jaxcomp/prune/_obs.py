@@ -41,13 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp.core import _checks as checks
+from jaxcomp.core._map import by_path
 from jaxcomp.core._map import leaves
 from jaxcomp.core._map import placed
 from jaxcomp.core._map import rebuild
 from jaxcomp.core._map import select
 from jaxcomp.core._map import selected
 from jaxcomp.prune._masks import num_pruned
-from jaxcomp.prune._pruner import by_path
 
 __all__ = ["ObsResult", "layer_hessian", "obs_kernel", "obs_prune"]
 
@@ -209,8 +209,8 @@ def obs_prune(
     spec = select(params, where, fn="obs_prune")
     kernels = selected(spec, params)
     hs = by_path(
-        hessians, [lf.path for lf in leaves(spec)], "obs_prune(hessians=...)",
-        [(int(np.prod(w.shape[:-1])),) * 2 for w in kernels],
+        hessians, [lf.path for lf in leaves(spec)],
+        [(int(np.prod(w.shape[:-1])),) * 2 for w in kernels], what="obs_prune(hessians=...)",
     )  # fmt: skip
     per_leaf = [obs_kernel(w, h, sparsity=values) for w, h in zip(kernels, hs, strict=True)]
     results = []

@@ -40,7 +40,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.core import _checks as checks
-from jaxcomp.core._map import is_masked
 from jaxcomp.core._map import leaf_values
 from jaxcomp.core._map import leaves
 from jaxcomp.core._map import placed
@@ -48,7 +47,6 @@ from jaxcomp.core._map import rebuild
 from jaxcomp.core._map import select
 from jaxcomp.core._map import selected
 from jaxcomp.core._transform import Transform
-from jaxcomp.core._tree import path_str
 from jaxcomp.prune._distribution import erk_sparsities
 from jaxcomp.prune._masks import apply_masks
 from jaxcomp.prune._masks import global_masks
@@ -81,30 +79,6 @@ def check_sparsity(sparsity: Any, *, fn: str, scope: str, distribution: str) -> 
         )
     one = lambda v, name: checks.schedule_or_number(v, fn=fn, name=name)
     return checks.per_leaf(sparsity, one, fn=fn, name="sparsity")
-
-
-def path_dict(tree: Any) -> dict[str, Any]:
-    """The leaves of ``tree`` by ``/``-joined path, ``MaskedNode`` placeholders left out."""
-    return {
-        path_str(p): x
-        for p, x in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_masked)
-        if not is_masked(x)
-    }
-
-
-def by_path(tree: Any, paths: list[str], what: str, shapes: list[tuple[int, ...]]) -> list[Any]:
-    """The leaves of ``tree`` at ``paths`` (matched by ``/``-joined path), shape-checked."""
-    found = path_dict(tree)
-    missing = [p for p in paths if p not in found]
-    if missing:
-        raise ValueError(f"{what} has no entry for the selected leaves {missing}")
-    out = []
-    for p, shape in zip(paths, shapes, strict=True):
-        x = found[p]
-        if tuple(jnp.shape(x)) != tuple(shape):
-            raise ValueError(f"{what}[{p!r}] has shape {jnp.shape(x)}, the leaf has {shape}")
-        out.append(x)
-    return out
 
 
 def leaf_sparsities(spec: Any, paths: list[str], weights: list[Any], fn: str, dist: str) -> list:

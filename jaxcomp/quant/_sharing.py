@@ -41,7 +41,7 @@ import numpy as np
 
 from jaxcomp.core import Transform
 from jaxcomp.core import _checks as checks
-from jaxcomp.core import leaf_paths
+from jaxcomp.core._map import by_path
 from jaxcomp.core._map import leaf_key
 from jaxcomp.core._map import leaves
 from jaxcomp.core._map import map_leaves
@@ -105,12 +105,14 @@ def _shared(
 
     def init(params):
         spec = select(params, where, fn=fn, clusters=clusters, bits=bits)
-        hess = {}
+        ws = selected(spec, params)
+        hs = [None] * len(ws)
         if hessian is not None:
             tree = hessian(params) if callable(hessian) else hessian
-            hess = dict(zip(leaf_paths(tree), jax.tree.leaves(tree), strict=True))
+            paths, shapes = [lf.path for lf in leaves(spec)], [w.shape for w in ws]
+            hs = by_path(tree, paths, shapes, what=f"{fn}(hessian=...)")
 
-        def one(leaf, w):
+        def one(leaf, w, h):
             k = leaf["clusters"] if bits is None else 2 ** leaf["bits"] - extra
             valid = (w != 0) if keep_zeros else jnp.ones(w.shape, bool)
             if not isinstance(w, jax.core.Tracer):
@@ -120,22 +122,13 @@ def _shared(
                         f"{fn}: clusters={k} is more than the {distinct} distinct "
                         f"{'nonzero ' if keep_zeros else ''}weights of leaf {leaf.path!r}"
                     )
-            h = None
-            if hessian is not None:
-                if leaf.path not in hess:
-                    raise ValueError(f"{fn}: hessian= has no leaf {leaf.path!r}")
-                h = jnp.asarray(hess[leaf.path], w.dtype)
-                if h.shape != w.shape:
-                    raise ValueError(
-                        f"{fn}: hessian leaf {leaf.path!r} has shape {h.shape}, the weight "
-                        f"{w.shape}"
-                    )
+            h = None if h is None else jnp.asarray(h, w.dtype)
             sub = None if kd is None else leaf_key(kd, leaf)
             c, idx = cluster(w, k=k, key=sub, weights=h, valid=valid)
             idx = jnp.where(valid, idx + extra, 0).astype(index_dtype(k + extra))
             return {"centroids": c.astype(w.dtype)}, idx
 
-        out = [one(lf, w) for lf, w in zip(leaves(spec), selected(spec, params), strict=True)]
+        out = [one(lf, w, h) for lf, w, h in zip(leaves(spec), ws, hs, strict=True)]
         cs = rebuild(spec, params, [c for c, _ in out])
         return cs, KMeansState(placed(spec, [i for _, i in out]))
 
