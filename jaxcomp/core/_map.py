@@ -177,7 +177,10 @@ def select(
     Raises:
       SelectionError: the selection or a per-leaf argument is malformed or does not fit.
     """
+    from jaxcomp.select import kernels
     from jaxcomp.select import resolve
+
+    default = kernels() if default is None else default
 
     pl, treedef = jax.tree_util.tree_flatten_with_path(params)
     paths = [path_str(p) for p, _ in pl]
