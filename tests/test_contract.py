@@ -157,7 +157,7 @@ OWN_CASES = [c for c in CASES if c[1]().apply_own is not None]
 _PAIRS = [(a, b) for a in CASES for b in CASES]
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(st.sampled_from(_PAIRS))
 def test_every_ordered_pair_composes_or_is_refused(tiny_params, pair):
     """Property over all ordered pairs of contract cases: ``chain(a, b)`` is refused at init

@@ -282,6 +282,8 @@ def test_nnx_twin_has_the_linen_paths_and_outputs(name, kw, input_shape):
     apply, own = functional(model)
     assert jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, shapes)
     assert _count(own["params"]) == _count(shapes["params"])
+    if name in ("resnet56", "resnet110"):
+        return  # the blocks of resnet20, whose outputs are compared: paths and counts suffice
 
     variables = _random_like(shapes, jax.random.key(0))
     x = jax.random.normal(jax.random.key(2), (3, *input_shape))

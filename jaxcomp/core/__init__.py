@@ -2,7 +2,6 @@
 
 from jaxcomp.core import _checks as checks
 from jaxcomp.core._map import Leaf
-from jaxcomp.core._map import is_masked
 from jaxcomp.core._map import leaf_key
 from jaxcomp.core._map import leaf_values
 from jaxcomp.core._map import leaves
@@ -27,6 +26,7 @@ from jaxcomp.core._transform import partition
 from jaxcomp.core._tree import MaskedNode
 from jaxcomp.core._tree import check_same_structure
 from jaxcomp.core._tree import is_array
+from jaxcomp.core._tree import is_masked
 from jaxcomp.core._tree import leaf_paths
 from jaxcomp.core._tree import path_str
 from jaxcomp.core._tree import tree_select

@@ -43,6 +43,7 @@ import jax
 from jaxcomp.core._checks import is_rule_list
 from jaxcomp.core._tree import MaskedNode
 from jaxcomp.core._tree import is_array
+from jaxcomp.core._tree import is_masked
 from jaxcomp.core._tree import path_str
 from jaxcomp.errors import SelectionError
 
@@ -81,11 +82,6 @@ class Leaf:
 
 
 jax.tree_util.register_dataclass(Leaf, data_fields=[], meta_fields=["path", "index", "values"])
-
-
-def is_masked(x: Any) -> bool:
-    """True for the :class:`~jaxcomp.core.MaskedNode` placeholder of an unselected leaf."""
-    return isinstance(x, MaskedNode)
 
 
 def _is_node(x: Any) -> bool:

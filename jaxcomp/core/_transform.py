@@ -37,6 +37,7 @@ from jaxcomp.core._nodes import children
 from jaxcomp.core._nodes import is_compressed
 from jaxcomp.core._nodes import to_dense
 from jaxcomp.core._tree import MaskedNode
+from jaxcomp.core._tree import is_masked
 from jaxcomp.core._tree import path_str
 from jaxcomp.core._types import CParams
 from jaxcomp.core._types import Params
@@ -161,8 +162,7 @@ def _mismatch(a: Any, b: Any) -> set[str]:
 
 
 def _incomplete(x: Any) -> bool:
-    is_placeholder = lambda y: isinstance(y, MaskedNode)
-    return any(is_placeholder(y) for y in jax.tree.leaves(x, is_leaf=is_placeholder))
+    return any(is_masked(y) for y in jax.tree.leaves(x, is_leaf=is_masked))
 
 
 def _views(ts, cparams, state, own=False):

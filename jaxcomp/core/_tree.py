@@ -14,6 +14,7 @@ __all__ = [
     "MaskedNode",
     "check_same_structure",
     "is_array",
+    "is_masked",
     "leaf_paths",
     "path_str",
     "tree_select",
@@ -29,7 +30,8 @@ class MaskedNode(NamedTuple):
     """
 
 
-def _is_masked(x: Any) -> bool:
+def is_masked(x: Any) -> bool:
+    """True for the :class:`MaskedNode` placeholder of a leaf a transform does not see."""
     return isinstance(x, MaskedNode)
 
 

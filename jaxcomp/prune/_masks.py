@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.core import _checks as checks
-from jaxcomp.core._map import is_masked
+from jaxcomp.core._tree import is_masked
 
 __all__ = [
     "apply_masks",
