@@ -63,13 +63,38 @@ def train(
     return res.state, res.history[-1]["test_accuracy"]
 
 
+_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "neon", "asimd")
+
+
+def _cpuinfo() -> tuple[str, list[str]]:
+    """The CPU model name and the ISA features of :data:`_ISA` it has (Linux /proc/cpuinfo)."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    model, flags = platform.machine(), set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == platform.machine():
+            model = value.strip()
+        elif key in ("flags", "Features"):
+            flags |= set(value.split())
+    return model, [f for f in _ISA if f in flags]
+
+
 def machine() -> dict[str, Any]:
-    """The machine a benchmark ran on: CPU, cores, JAX backend and version."""
+    """The machine a benchmark ran on: CPU model and ISA features (AVX2, AVX-512, VNNI, AMX),
+    cores, the accelerator, JAX backend and version. Speed-ups depend on all of them."""
+    model, isa = _cpuinfo()
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": model,
+        "isa": isa,
         "cores": os.cpu_count(),
+        "device": str(jax.devices()[0].device_kind),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
+        "platform": platform.platform(),
     }
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from experiments.common import machine
 from jaxcomp import encode
 
 
@@ -162,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     repeats = args.repeats or (1 if args.smoke else 7)
     w = layer(rows, cols, keep=0.1, bits=5, seed=args.seed)
     result = {
+        "machine": machine(),
         "setup": {
             "matrix": [rows, cols], "weights": rows * cols, "nonzeros": int(np.count_nonzero(w)),
             "distribution": "Laplace(scale=0.05)", "pruning": "magnitude, keep 10%",

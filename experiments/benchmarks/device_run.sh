@@ -56,7 +56,7 @@ def load(name):
 for name in ("lowrank_speed_x32", "lowrank_speed_x32_slices"):
     r = load(name)
     if r:
-        print(name, r["device"], "precision", r.get("default_matmul_precision"))
+        print(name, r["machine"]["device"], "precision", r.get("default_matmul_precision"))
         for k in r["results"]:
             print(f"  {k['kind']:26s} dense {k['dense_ms']:8.4f} ms  fact {k['factored_ms']:8.4f} ms"
                   f"  theo {k['theoretical_speedup']:6.2f}  meas {k['measured_speedup']:6.2f}"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxcomp as jc
+from experiments.common import machine
 from jaxcomp import lowrank
 from jaxcomp.adapt import run_factorized
 
@@ -235,8 +235,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ]  # fmt: skip
     out = {
         "benchmark": "lowrank_speed",
-        "device": str(jax.devices()[0].device_kind),
-        "platform": platform.platform(),
+        "machine": machine(),
         "batch_scale": args.scale,
         "sweep": args.sweep,
         "default_matmul_precision": str(jax.config.jax_default_matmul_precision),

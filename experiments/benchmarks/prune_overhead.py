@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +41,7 @@ import numpy as np
 import optax
 
 import jaxcomp as jc
+from experiments.common import machine
 from jaxcomp import prune
 
 UPDATE_EVERY = 100
@@ -129,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = [bench(n, batch=b, repeats=r) for n, b, r in runs]
     out = {
         "benchmark": "prune_overhead",
-        "device": str(jax.devices()[0].device_kind),
-        "platform": platform.platform(),
+        "machine": machine(),
         "update_every": UPDATE_EVERY,
         "target_ratio": TARGET,
         "results": results,
