@@ -25,7 +25,7 @@ def _train_args(out, epochs, *extra):
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    epochs = 40  # 44 steps an epoch on digits: long enough to kill mid-run
+    epochs = 15  # 44 steps an epoch on digits: long enough to kill mid-run (after step 100)
     full = _run(_train_args(tmp_path / "full", epochs))
     assert full.returncode == 0, full.stderr[-2000:]
     report = json.loads((tmp_path / "full" / "report.json").read_text())
