@@ -38,6 +38,7 @@ from flax import nnx
 from jaxcomp.adapt._config import LayerConfig
 from jaxcomp.adapt._config import layer_config
 from jaxcomp.adapt._nnx import NNXApply
+from jaxcomp.adapt._nnx import _mutable_names
 
 __all__ = [
     "PASS",
@@ -320,18 +321,6 @@ class _NNX:
 
 def _copy(tree: Any) -> Any:
     return {k: _copy(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
-
-
-def _mutable_names(mutable: Any) -> bool | tuple[str, ...]:
-    if mutable is True or mutable is False:
-        return mutable
-    if isinstance(mutable, str):
-        return (mutable,)
-    if isinstance(mutable, Sequence) and all(isinstance(m, str) for m in mutable):
-        return tuple(mutable)
-    raise ValueError(
-        f"mutable must be a bool, a collection name or a list of them, got {mutable!r}"
-    )
 
 
 def _hook(module: nnx.Module, hs: tuple[Handler, ...], backend: _NNX, params: dict) -> list:
