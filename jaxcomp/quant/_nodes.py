@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.core._nodes import nbytes
 from jaxcomp.quant._core import dequantize
 
 __all__ = [
@@ -58,10 +59,6 @@ def index_dtype(entries: int) -> jnp.dtype:
     if entries <= 65536:
         return jnp.dtype(jnp.uint16)
     return jnp.dtype(jnp.int32)
-
-
-def _nbytes(*arrays: Any) -> int:
-    return sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize for a in arrays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +92,7 @@ class QuantizedArray:
     def nbytes(self) -> int:
         """Bytes of the codes in their integer type, plus the scales and zero points."""
         zp = () if self.symmetric else (self.zero_point,)
-        return _nbytes(self.codes, self.scale, *zp)
+        return nbytes((self.codes, self.scale, *zp))
 
     def to_dense(self) -> jax.Array:
         """The float weight ``(codes - zero_point) * scale``."""
@@ -125,7 +122,7 @@ class CodebookArray:
     @property
     def nbytes(self) -> int:
         """Bytes of the indices in their integer type plus the codebook (before entropy coding)."""
-        return _nbytes(self.codebook, self.indices)
+        return nbytes((self.codebook, self.indices))
 
     @property
     def index_bits(self) -> int:
@@ -160,7 +157,7 @@ class ProductQuantizedArray:
     @property
     def nbytes(self) -> int:
         """Bytes of the codes in their integer type plus the codebooks."""
-        return _nbytes(self.codebooks, self.codes)
+        return nbytes((self.codebooks, self.codes))
 
     def to_dense(self) -> jax.Array:
         """The float kernel: the sum over stages of the selected codewords, reshaped."""
