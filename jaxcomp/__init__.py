@@ -19,6 +19,7 @@ from jaxcomp import quant
 from jaxcomp import recipes
 from jaxcomp import schedules
 from jaxcomp import select
+from jaxcomp import structured
 from jaxcomp import train
 from jaxcomp.core import Transform
 from jaxcomp.core import chain
@@ -52,6 +53,7 @@ __all__ = [
     "recipes",
     "schedules",
     "select",
+    "structured",
     "to_dense",
     "train",
 ]

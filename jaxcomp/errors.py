@@ -17,6 +17,8 @@ __all__ = [
     "RankOutOfRangeError",
     "SelectionError",
     "StructureMismatchError",
+    "UnsupportedPrimitiveError",
+    "WidthMismatchError",
 ]
 
 
@@ -74,4 +76,20 @@ class CompositionError(JaxcompError, ValueError):
     model would differ from the trained one, for example a pruner applied over low-rank factors
     that it cannot zero, or two transforms that both encode the same leaf. The message names the
     order that works where there is one. A chain is never silently baked with an effect missing.
+    """
+
+
+class UnsupportedPrimitiveError(JaxcompError, ValueError):
+    """Structured pruning met a primitive it cannot follow channels through.
+
+    The message names the primitive and the layer (the name stack of the equation).
+    """
+
+
+class WidthMismatchError(JaxcompError, ValueError):
+    """The kept channels of a structurally pruned model do not fit its model.
+
+    Raised when the members of one dependency group disagree on which channels they keep, when a
+    channel that cannot be removed (tied to the input, the output or a constant) is removed, or
+    when an artifact's widths do not match the model it names.
     """

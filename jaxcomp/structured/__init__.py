@@ -1,0 +1,36 @@
+"""Structured pruning: filters, channels and neurons removed for real, across dependencies.
+
+:func:`groups` traces a model's jaxpr and finds the channels that must go together;
+:func:`masks` scores them; :func:`apply_masks` gives the masked model and :func:`shrink` the
+physically smaller one, which the model's own code runs.
+"""
+
+from jaxcomp.structured._criteria import CRITERIA
+from jaxcomp.structured._criteria import keep_top
+from jaxcomp.structured._criteria import masks
+from jaxcomp.structured._criteria import scores
+from jaxcomp.structured._graph import Group
+from jaxcomp.structured._graph import Groups
+from jaxcomp.structured._graph import Member
+from jaxcomp.structured._graph import groups
+from jaxcomp.structured._shrink import Masks
+from jaxcomp.structured._shrink import apply_masks
+from jaxcomp.structured._shrink import run_small
+from jaxcomp.structured._shrink import shrink
+from jaxcomp.structured._shrink import widths
+
+__all__ = [
+    "CRITERIA",
+    "Group",
+    "Groups",
+    "Masks",
+    "Member",
+    "apply_masks",
+    "groups",
+    "keep_top",
+    "masks",
+    "run_small",
+    "scores",
+    "shrink",
+    "widths",
+]

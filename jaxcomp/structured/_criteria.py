@@ -1,0 +1,168 @@
+"""Channel importance per dependency group, and keep-masks from it.
+
+Criteria, each a score per channel of every group (higher is more important):
+
+- ``"l1"`` / ``"l2"``: the norm of the weights that write the channel (the filters; every writer
+  of a residual group counts), Li, Kadav, Durdanovic, Samet and Graf, "Pruning filters for
+  efficient ConvNets", ICLR 2017, arXiv:1608.08710 [33].
+- ``"bn"``: the magnitude of the batch-norm scale of the channel, the learned importance of
+  network slimming (Liu, Li, Shen, Huang, Yan and Zhang, "Learning efficient convolutional
+  networks through network slimming", ICCV 2017, arXiv:1708.06519).
+- ``"taylor"``: the first-order Taylor estimate of the loss change when the whole group's
+  channel is removed, ``(sum over the channel's weights of w * dL/dw)^2`` (Molchanov, Mallya,
+  Tyree, Frosio and Kautz, "Importance estimation for neural network pruning", CVPR 2019,
+  arXiv:1906.10771); needs ``grads=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp.core._tree import path_str
+from jaxcomp.structured._graph import Group
+from jaxcomp.structured._graph import Groups
+from jaxcomp.structured._graph import groups as trace_groups
+from jaxcomp.structured._shrink import Masks
+
+__all__ = ["CRITERIA", "keep_top", "masks", "scores"]
+
+CRITERIA = ("l1", "l2", "bn", "taylor")
+
+
+def _by_path(tree: Any) -> dict[str, Any]:
+    if tree is None:
+        return {}
+    return {path_str(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _lookup(leaves: dict[str, Any], path: str) -> Any:
+    if path in leaves:
+        return leaves[path]
+    head, _, rest = path.partition("/")
+    return leaves.get(rest) if head == "params" else None
+
+
+def _per_channel(leaf: Any, member: Any, size: int, reduce: Callable) -> jax.Array:
+    """``reduce`` over every axis but the member's, summed into the group's channels."""
+    x = jnp.moveaxis(jnp.asarray(leaf, jnp.float32), member.axis, 0)
+    per_position = reduce(x.reshape(x.shape[0], -1))
+    index = member.index
+    valid = index >= 0
+    return jax.ops.segment_sum(
+        jnp.where(valid, per_position, 0.0), np.where(valid, index, 0), num_segments=size
+    )
+
+
+def _group_scores(group: Group, leaves, grads, criterion: str, gi: int) -> jax.Array:
+    if criterion in ("l1", "l2"):
+        writers = [m for m in group.members if m.role == "out"] or [
+            m for m in group.members if m.role == "in"
+        ]
+        if criterion == "l1":
+            reduce = lambda r: jnp.abs(r).sum(axis=1)
+        else:
+            reduce = lambda r: jnp.square(r).sum(axis=1)
+        total = sum(_per_channel(_lookup(leaves, m.path), m, group.size, reduce) for m in writers)
+        return jnp.sqrt(total) if criterion == "l2" else total
+    if criterion == "bn":
+        scales = [m for m in group.members if m.path.endswith("/scale") and m.role == "other"]
+        if not scales:
+            raise ValueError(
+                f"criterion='bn' needs a batch norm scale in every group; group {gi} "
+                f"({group!r}) has none. Use criterion='l1' for models without batch norm"
+            )
+        return sum(
+            _per_channel(_lookup(leaves, m.path), m, group.size, lambda r: jnp.abs(r).sum(axis=1))
+            for m in scales
+        )
+    # taylor
+    total = jnp.zeros(group.size)
+    for m in group.members:
+        g = _lookup(grads, m.path)
+        if g is None:
+            continue
+        w = _lookup(leaves, m.path)
+        total = total + _per_channel(
+            jnp.asarray(w) * jnp.asarray(g), m, group.size, lambda r: r.sum(axis=1)
+        )
+    return jnp.square(total)
+
+
+def scores(
+    groups: Groups, variables: Any, *, criterion: str = "l1", grads: Any = None
+) -> tuple[jax.Array, ...]:
+    """Importance of every channel of every group: a tuple of ``(group.size,)`` arrays.
+
+    Args:
+        groups: from :func:`jaxcomp.structured.groups`.
+        variables: the model's variables (the arrays the groups index).
+        criterion: one of ``"l1"``, ``"l2"``, ``"bn"``, ``"taylor"`` (see the module docstring).
+        grads: gradients of the loss with respect to ``variables`` or to its ``params``
+            (``criterion="taylor"`` only; leaves without a gradient count zero).
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if criterion == "taylor" and grads is None:
+        raise ValueError("criterion='taylor' needs grads= (gradients of the loss)")
+    if criterion != "taylor" and grads is not None:
+        raise ValueError(f"grads= is only used by criterion='taylor', not {criterion!r}")
+    leaves = _by_path(variables)
+    for g in groups:
+        for m in g.members:
+            if _lookup(leaves, m.path) is None:
+                raise ValueError(f"variables has no leaf {m.path!r} that the groups name")
+    grad_leaves = _by_path(grads)
+    return tuple(
+        _group_scores(g, leaves, grad_leaves, criterion, gi) for gi, g in enumerate(groups)
+    )
+
+
+def _check_ratio(ratio: Any) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio must be a number in [0, 1), got {ratio!r}")
+    return float(ratio)
+
+
+def keep_top(score: jax.Array, ratio: float) -> jax.Array:
+    """Keeps the ``size - floor(ratio * size)`` highest scores (at least one; ties by position)."""
+    size = score.shape[0]
+    n_keep = max(1, size - int(np.floor(ratio * size)))
+    order = jnp.argsort(-score, stable=True)
+    return jnp.zeros(size, bool).at[order[:n_keep]].set(True)
+
+
+def masks(
+    apply_fn: Callable[..., Any],
+    variables: Any,
+    x: Any,
+    *,
+    ratio: float,
+    criterion: str = "l1",
+    grads: Any = None,
+    groups: Groups | None = None,
+) -> Masks:
+    """Keep-masks that remove ``ratio`` of the channels of every dependency group.
+
+    Args:
+        apply_fn: ``apply_fn(variables, x)`` in inference mode.
+        variables: the model's variables.
+        x: an example input.
+        ratio: the fraction of each group's channels to remove, in [0, 1); every group keeps at
+            least one channel.
+        criterion: ``"l1"`` (default), ``"l2"``, ``"bn"`` or ``"taylor"``.
+        grads: gradients for ``criterion="taylor"``.
+        groups: groups already traced from the same model (skips the trace).
+
+    Returns:
+        :class:`Masks`, one boolean vector per group.
+    """
+    ratio = _check_ratio(ratio)
+    if groups is None:
+        groups = trace_groups(apply_fn, variables, x)
+    s = scores(groups, variables, criterion=criterion, grads=grads)
+    return Masks(tuple(keep_top(v, ratio) for v in s), groups)
