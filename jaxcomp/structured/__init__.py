@@ -13,24 +13,34 @@ from jaxcomp.structured._graph import Group
 from jaxcomp.structured._graph import Groups
 from jaxcomp.structured._graph import Member
 from jaxcomp.structured._graph import groups
+from jaxcomp.structured._nodes import ChannelPruned
 from jaxcomp.structured._shrink import Masks
 from jaxcomp.structured._shrink import apply_masks
 from jaxcomp.structured._shrink import run_small
 from jaxcomp.structured._shrink import shrink
 from jaxcomp.structured._shrink import widths
+from jaxcomp.structured._transform import ChannelState
+from jaxcomp.structured._transform import channels
+from jaxcomp.structured._transform import ratio_for_flops
+from jaxcomp.structured._transform import small
 
 __all__ = [
     "CRITERIA",
+    "ChannelPruned",
+    "ChannelState",
     "Group",
     "Groups",
     "Masks",
     "Member",
     "apply_masks",
+    "channels",
     "groups",
     "keep_top",
     "masks",
+    "ratio_for_flops",
     "run_small",
     "scores",
     "shrink",
+    "small",
     "widths",
 ]

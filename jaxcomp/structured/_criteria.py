@@ -29,9 +29,10 @@ from jaxcomp.structured._graph import Groups
 from jaxcomp.structured._graph import groups as trace_groups
 from jaxcomp.structured._shrink import Masks
 
-__all__ = ["CRITERIA", "keep_top", "masks", "scores"]
+__all__ = ["CRITERIA", "keep_global", "keep_top", "masks", "scores"]
 
 CRITERIA = ("l1", "l2", "bn", "taylor")
+SCOPES = ("layer", "global")
 
 
 def _by_path(tree: Any) -> dict[str, Any]:
@@ -49,6 +50,8 @@ def _lookup(leaves: dict[str, Any], path: str) -> Any:
 
 def _per_channel(leaf: Any, member: Any, size: int, reduce: Callable) -> jax.Array:
     """``reduce`` over every axis but the member's, summed into the group's channels."""
+    if leaf is None:
+        raise ValueError(f"variables has no leaf {member.path!r} that the groups name")
     x = jnp.moveaxis(jnp.asarray(leaf, jnp.float32), member.axis, 0)
     per_position = reduce(x.reshape(x.shape[0], -1))
     index = member.index
@@ -112,10 +115,6 @@ def scores(
     if criterion != "taylor" and grads is not None:
         raise ValueError(f"grads= is only used by criterion='taylor', not {criterion!r}")
     leaves = _by_path(variables)
-    for g in groups:
-        for m in g.members:
-            if _lookup(leaves, m.path) is None:
-                raise ValueError(f"variables has no leaf {m.path!r} that the groups name")
     grad_leaves = _by_path(grads)
     return tuple(
         _group_scores(g, leaves, grad_leaves, criterion, gi) for gi, g in enumerate(groups)
@@ -128,12 +127,36 @@ def _check_ratio(ratio: Any) -> float:
     return float(ratio)
 
 
-def keep_top(score: jax.Array, ratio: float) -> jax.Array:
-    """Keeps the ``size - floor(ratio * size)`` highest scores (at least one; ties by position)."""
-    size = score.shape[0]
-    n_keep = max(1, size - int(np.floor(ratio * size)))
+def _rank(score: jax.Array) -> jax.Array:
+    """0 for the highest score, 1 for the next (ties by position)."""
     order = jnp.argsort(-score, stable=True)
-    return jnp.zeros(size, bool).at[order[:n_keep]].set(True)
+    return jnp.zeros(score.shape[0], jnp.int32).at[order].set(jnp.arange(score.shape[0]))
+
+
+def keep_top(score: jax.Array, ratio: Any) -> jax.Array:
+    """Keeps the ``size - floor(ratio * size)`` highest scores, at least one (ties by position).
+
+    ``ratio`` may be traced (a scheduled ratio inside a jitted step).
+    """
+    size = score.shape[0]
+    n_keep = jnp.maximum(1, size - jnp.floor(ratio * size).astype(jnp.int32))
+    return _rank(score) < n_keep
+
+
+def keep_global(scores: Any, ratio: Any) -> tuple[jax.Array, ...]:
+    """Removes ``floor(ratio * total)`` channels over all groups, ranked by the score divided by
+    its group's mean (so that groups of different scales compare); every group keeps its best."""
+    normed = [s / (jnp.mean(jnp.abs(s)) + 1e-12) for s in scores]
+    flat = jnp.concatenate(normed)
+    total = flat.shape[0]
+    n_keep = total - jnp.floor(ratio * total).astype(jnp.int32)
+    keep = _rank(flat) < n_keep
+    out, start = [], 0
+    for s in normed:
+        k = keep[start : start + s.shape[0]] | (_rank(s) == 0)
+        out.append(k)
+        start += s.shape[0]
+    return tuple(out)
 
 
 def masks(
@@ -144,6 +167,7 @@ def masks(
     ratio: float,
     criterion: str = "l1",
     grads: Any = None,
+    scope: str = "layer",
     groups: Groups | None = None,
 ) -> Masks:
     """Keep-masks that remove ``ratio`` of the channels of every dependency group.
@@ -156,13 +180,19 @@ def masks(
             least one channel.
         criterion: ``"l1"`` (default), ``"l2"``, ``"bn"`` or ``"taylor"``.
         grads: gradients for ``criterion="taylor"``.
+        scope: ``"layer"`` (each group loses ``ratio`` of its channels) or ``"global"``
+            (``ratio`` of all channels, ranked by score over group mean; see :func:`keep_global`).
         groups: groups already traced from the same model (skips the trace).
 
     Returns:
         :class:`Masks`, one boolean vector per group.
     """
     ratio = _check_ratio(ratio)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if groups is None:
         groups = trace_groups(apply_fn, variables, x)
     s = scores(groups, variables, criterion=criterion, grads=grads)
+    if scope == "global":
+        return Masks(keep_global(s, ratio), groups)
     return Masks(tuple(keep_top(v, ratio) for v in s), groups)

@@ -459,7 +459,7 @@ class _Tracer:
         parts = []
         for v, fields in zip(eqn.invars, ins):
             shape = _shape(v)
-            along = [f for f in fields if f.shape[d] > 1 or shape[d] == 1 and f.ndim]
+            along = [f for f in fields if f.shape[d] > 1 or (shape[d] == 1 and f.ndim)]
             along = [f for f in along if f.shape[d] == shape[d]]
             for f in fields:
                 if not any(f is g for g in along):
@@ -651,8 +651,9 @@ def analyse(apply_fn: Callable[..., Any], variables: Any, x: Any) -> _Analysis:
     """Traces ``apply_fn(variables, x)`` and propagates channel ids (no arrays are computed)."""
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable as apply_fn(variables, x), got {apply_fn!r}")
-    avals = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jax.numpy.result_type(a)), variables)
-    x_aval = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jax.numpy.result_type(a)), x)
+    aval = lambda a: jax.ShapeDtypeStruct(np.shape(a), jax.numpy.result_type(a))
+    avals = jax.tree.map(aval, variables)
+    x_aval = jax.tree.map(aval, x)
     closed, out_shape = jax.make_jaxpr(lambda v, x_: apply_fn(v, x_), return_shape=True)(
         avals, x_aval
     )
@@ -706,6 +707,8 @@ def _groups_of(analysis: _Analysis) -> tuple[Group, ...]:
         by_sig.setdefault(tuple(keys), []).append(r)
     out = []
     for keys, roots in by_sig.items():
+        if len(roots) < 2:
+            continue  # a group of one channel can lose nothing (every group keeps one)
         roots = sorted(roots)
         position = {r: i for i, r in enumerate(roots)}
         members = []
@@ -754,9 +757,11 @@ def groups(apply_fn: Callable[..., Any], variables: Any, x: Any) -> Groups:
         >>> model = MLP()
         >>> variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
         >>> gs = groups(model.apply, variables, jnp.ones((1, 4)))
-        >>> [(g.size, [(m.path, m.axis, m.role) for m in g.members]) for g in gs]  # doctest: +NORMALIZE_WHITESPACE
-        [(8, [('params/Dense_0/bias', 0, 'other'), ('params/Dense_0/kernel', 1, 'out'),
-              ('params/Dense_1/kernel', 0, 'in')])]
+        >>> len(gs), gs[0].size
+        (1, 8)
+        >>> [(m.path, m.axis, m.role) for m in gs[0].members]  # doctest: +NORMALIZE_WHITESPACE
+        [('params/Dense_0/bias', 0, 'other'), ('params/Dense_0/kernel', 1, 'out'),
+         ('params/Dense_1/kernel', 0, 'in')]
     """
     analysis = analyse(apply_fn, variables, x)
     return Groups(_groups_of(analysis), analysis)

@@ -22,6 +22,7 @@ import numpy as np
 from jax.extend.core import Literal
 
 from jaxcomp.core._tree import path_str
+from jaxcomp.errors import StructureMismatchError
 from jaxcomp.errors import WidthMismatchError
 from jaxcomp.structured._graph import Groups
 from jaxcomp.structured._graph import _Analysis
@@ -30,7 +31,7 @@ from jaxcomp.structured._graph import _shape
 from jaxcomp.structured._graph import _where
 from jaxcomp.structured._graph import analyse
 
-__all__ = ["Masks", "apply_masks", "run_small", "shrink", "widths"]
+__all__ = ["Masks", "apply_masks", "complete_widths", "run_small", "shrink", "widths"]
 
 Widths = dict[tuple[str, int], np.ndarray]
 
@@ -86,7 +87,8 @@ def apply_masks(variables: Any, masks: Masks) -> Any:
     """Zeroes every member of each removed channel's group (same shapes; works under ``jit``).
 
     Args:
-        variables: the model's variables (the tree :func:`jaxcomp.structured.groups` traced).
+        variables: the model's variables (the tree :func:`jaxcomp.structured.groups` traced), or
+            its ``params`` alone (paths without the leading ``params/``).
         masks: :class:`Masks` over those groups.
 
     Returns:
@@ -98,9 +100,18 @@ def apply_masks(variables: Any, masks: Masks) -> Any:
         for m in group.members:
             plan.setdefault(m.path, []).append((m.axis, gi, m.index))
     flat, treedef = jax.tree_util.tree_flatten_with_path(variables)
+    paths = [path_str(p) for p, _ in flat]
+    if not any(p in plan for p in paths):  # a params tree: its paths lack the collection
+        paths = ["params/" + p for p in paths]
+    if not any(p in plan for p in paths):
+        raise StructureMismatchError(
+            "apply_masks: variables has none of the leaves the groups name (such as "
+            f"{next(iter(plan), None)!r}); pass the variables (or params) the groups were "
+            "traced from"
+        )
     out = []
-    for p, leaf in flat:
-        for axis, gi, index in plan.get(path_str(p), ()):
+    for path, (_, leaf) in zip(paths, flat):
+        for axis, gi, index in plan.get(path, ()):
             keep = jnp.asarray(masks.keep[gi])
             factor = jnp.where(index >= 0, keep[np.maximum(index, 0)], True)
             shape = [1] * jnp.ndim(leaf)
@@ -140,8 +151,12 @@ def _slice(variables: Any, kept: Widths) -> Any:
 # the program at smaller widths
 
 
-def _kept_ids(analysis: _Analysis, kept: Widths) -> np.ndarray:
-    """A boolean per id of the analysis: is its channel kept? Checks ``kept`` against the model."""
+def _kept_ids(analysis: _Analysis, kept: Widths, *, derive: bool = False) -> np.ndarray:
+    """A boolean per id of the analysis: is its channel kept? Checks ``kept`` against the model.
+
+    With ``derive``, leaf axes that ``kept`` does not name follow their group (batch statistics of
+    a finalized params tree); otherwise they must keep everything.
+    """
     uf = analysis.uf
     roots = uf.find(np.arange(uf.parent.size))
     keep_root = np.ones(uf.parent.size, bool)
@@ -166,6 +181,8 @@ def _kept_ids(analysis: _Analysis, kept: Widths) -> np.ndarray:
             "channels cannot be removed"
         )
     for key, ids in analysis.leaf_ids.items():
+        if derive and key not in kept:
+            continue
         want = kept_by_id[ids]
         have = np.asarray(kept.get(key, np.ones(ids.shape, bool)), bool)
         if not np.array_equal(want, have):
@@ -231,9 +248,7 @@ def _params(eqn: Any, keeps: _Keeps, invals: list[Any]) -> dict[str, Any]:
             p["dimensions"] = None
     if name == "conv_general_dilated":
         lhs_spec, rhs_spec, _ = p["dimension_numbers"]
-        p["feature_group_count"] = (
-            invals[0].shape[lhs_spec[1]] // invals[1].shape[rhs_spec[1]]
-        )
+        p["feature_group_count"] = invals[0].shape[lhs_spec[1]] // invals[1].shape[rhs_spec[1]]
     elif name == "slice":
         vecs = keeps(eqn.invars[0])
         strides = p["strides"] or (1,) * len(vecs)
@@ -258,6 +273,21 @@ def _params(eqn: Any, keeps: _Keeps, invals: list[Any]) -> dict[str, Any]:
         axis = p["axis"]
         p["sizes"] = tuple(keeps.shape(v, eqn)[axis] for v in eqn.outvars)
     return p
+
+
+def complete_widths(
+    apply_fn: Callable[..., Any], variables: Any, x: Any, kept: Mapping[tuple[str, int], Any]
+) -> Widths:
+    """``kept`` for some leaf axes, completed with every other leaf axis of the same groups."""
+    analysis = analyse(apply_fn, jax.tree.map(_aval, variables), jax.tree.map(_aval, x))
+    kept = {k: np.asarray(v, bool) for k, v in kept.items()}
+    kept_by_id = _kept_ids(analysis, kept, derive=True)
+    out = dict(kept)
+    for key, ids in analysis.leaf_ids.items():
+        vec = kept_by_id[ids]
+        if key not in out and not vec.all():
+            out[key] = vec
+    return out
 
 
 def _interpret(frame: _Frame, kept_by_id: np.ndarray, args: list[Any]) -> list[Any]:
@@ -327,7 +357,8 @@ def run_small(
 
     def small_apply_fn(small_variables: Any, x: Any) -> Any:
         x_aval = jax.tree.map(_aval, x)
-        key = (jax.tree.structure(x_aval), tuple((a.shape, a.dtype) for a in jax.tree.leaves(x_aval)))
+        leaves_x = jax.tree.leaves(x_aval)
+        key = (jax.tree.structure(x_aval), tuple((a.shape, a.dtype) for a in leaves_x))
         if key not in cache:
             analysis = analyse(apply_fn, avals, x_aval)
             cache[key] = (analysis, _kept_ids(analysis, kept))
@@ -378,7 +409,8 @@ def shrink(apply_fn: Callable[..., Any], variables: Any, masks: Masks) -> tuple[
         >>> small_apply, small = jc.structured.shrink(model.apply, variables, masks)
         >>> small["params"]["layers_0"]["kernel"].shape
         (4, 4)
-        >>> bool(jnp.allclose(small_apply(small, x), model.apply(jc.structured.apply_masks(variables, masks), x), atol=1e-6))
+        >>> masked = jc.structured.apply_masks(variables, masks)
+        >>> bool(jnp.allclose(small_apply(small, x), model.apply(masked, x), atol=1e-6))
         True
     """
     check_masks(masks)
