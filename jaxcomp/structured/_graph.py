@@ -201,10 +201,9 @@ class _Tracer:
         fields = [f for f in fields if f.ndim == len(shape) and _support(f)]
         comps: list[list[Field]] = []
         for f in fields:
-            hit = [c for c in comps if any(_support(f) & _support(g) for g in c)]
-            for c in hit:
-                comps.remove(c)
-            comps.append([f] + [g for c in hit for g in c])
+            hit = [i for i, c in enumerate(comps) if any(_support(f) & _support(g) for g in c)]
+            joined = [f] + [g for i in hit for g in comps[i]]
+            comps = [c for i, c in enumerate(comps) if i not in hit] + [joined]
         out = []
         for comp in comps:
             arrays = np.broadcast_arrays(*comp)
@@ -753,7 +752,8 @@ def groups(apply_fn: Callable[..., Any], variables: Any, x: Any) -> Groups:
         >>> class MLP(nn.Module):
         ...     @nn.compact
         ...     def __call__(self, x):
-        ...         return nn.Dense(3)(nn.relu(nn.Dense(8)(x)))
+        ...         h = nn.relu(nn.Dense(8)(x))
+        ...         return nn.Dense(3)(h)
         >>> model = MLP()
         >>> variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
         >>> gs = groups(model.apply, variables, jnp.ones((1, 4)))
