@@ -202,7 +202,7 @@ class _Tracer:
         comps: list[list[Field]] = []
         for f in fields:
             hit = [i for i, c in enumerate(comps) if any(_support(f) & _support(g) for g in c)]
-            joined = [f] + [g for i in hit for g in comps[i]]
+            joined = [g for i in hit for g in comps[i]] + [f]  # the first operand leads
             comps = [c for i, c in enumerate(comps) if i not in hit] + [joined]
         out = []
         for comp in comps:
@@ -344,8 +344,8 @@ class _Tracer:
         lhs, rhs = ins
         ls, rs = _shape(eqn.invars[0]), _shape(eqn.invars[1])
         for a, b in zip(lc, rc):
-            for f in self.couple_axis([(lhs, a), (rhs, b)], eqn):
-                self.consumed.append(f)
+            self.couple_axis([(lhs, a), (rhs, b)], eqn)
+            self.consumed += [f for f in rhs if f.shape[b] > 1]  # the kernel reads the channel
         for a, b in zip(lb, rb):
             self.couple_axis([(lhs, a), (rhs, b)], eqn)
         lfree = [a for a in range(len(ls)) if a not in lc and a not in lb]
@@ -396,7 +396,7 @@ class _Tracer:
         ivec = self._vector(ins_, rin, cin_g)
         if groups == 1:
             self._couple_vectors(lvec, ivec)
-            self.consumed += [v for v in (lvec, ivec) if v is not None]
+            self.consumed += [v for v in (ivec,) if v is not None]
         elif cin_g == 1:  # depthwise, with a channel multiplier cout / cin
             if ovec is None or lvec is None:
                 self.pin_all([v for v in (lvec, ovec) if v is not None])
@@ -410,7 +410,7 @@ class _Tracer:
             if ovec is not None:
                 o2 = ovec.reshape(groups, cout // groups)
                 self.uf.union(o2, o2[:1])
-            self.consumed += [v for v in (lvec, ivec) if v is not None]
+            self.consumed += [v for v in (ivec,) if v is not None]
         result = []
         if ovec is not None:
             self.produced.append(ovec)
