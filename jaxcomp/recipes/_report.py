@@ -136,3 +136,50 @@ def plot_layers(layers: Sequence[dict[str, Any]], path: str | os.PathLike[str]) 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def structured_markdown(report: dict[str, Any]) -> str:
+    """The Markdown report of ``jaxcomp compress --recipe structured``."""
+    keys = ("model", "data", "criterion", "flops_target", "baseline_accuracy",
+            "masked_accuracy", "final_accuracy", "dense_flops", "flops", "flops_ratio",
+            "dense_params", "params", "params_ratio", "measured_speedup",
+            "measured_speedup_batch1", "artifact_bytes")  # fmt: skip
+    out = [f"# Structured pruning of {report['model']} on {report['data']}", ""]
+    for k in keys:
+        v = report[k]
+        out.append(f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}")
+    lat = report["latency_ms"]
+    out += ["", "## Latency (ms, median, interleaved)", "", "| batch | dense | small |",
+            "| --- | --- | --- |"]  # fmt: skip
+    for batch, row in lat.items():
+        out.append(f"| {batch.split('_')[1]} | {row['dense']:.3f} | {row['small']:.3f} |")
+    out += [
+        "",
+        "## Stages",
+        "",
+        "| stage | test accuracy | MACs | params |",
+        "| --- | --- | --- | --- |",
+    ]
+    out += [f"| {s['stage']} | {s['test_accuracy']:.4f} | {s['flops']:,} | {s['params']:,} |"
+            for s in report["stages"]]  # fmt: skip
+    out += ["", "## Widths", "", "| layer | inputs | outputs |", "| --- | --- | --- |"]
+    out += [f"| {r['layer']} | {r['inputs']} of {r['dense_inputs']} | {r['width']} of "
+            f"{r['dense_width']} |" for r in report["widths"]]  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def plot_widths(widths: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Output width of every layer, dense and pruned."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(widths)), 3.5))
+    names = [r["layer"] for r in widths]
+    pos = range(len(names))
+    ax.bar(pos, [r["dense_width"] for r in widths], color="#d5dde8", label="dense")
+    ax.bar(pos, [r["width"] for r in widths], color="#3b6ea8", label="pruned")
+    ax.set_xticks(list(pos), names, rotation=90, fontsize=7)
+    ax.set_ylabel("output channels")
+    ax.legend()
+    ax.set_title("Width of every layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
