@@ -186,8 +186,15 @@ def structured(
     x1 = jnp.zeros((1, *data.input_shape), jnp.float32)
     apply_fn = lambda v, x: model.apply(v, x)  # inference mode: running batch statistics
 
+    start = model.init(k_init, x1, train=False) if variables is None else variables
+    # the groups and the ratio depend on shapes alone: check the budget and the criterion before
+    # any training, so that a bad request fails in seconds
+    groups = st_.groups(apply_fn, start, x1)
+    ratio = st_.ratio_for_flops(apply_fn, start, x1, flops=config.flops, groups=groups)
+    if config.criterion != "taylor":
+        st_.scores(groups, start, criterion=config.criterion)
     if variables is None:
-        variables = model.init(k_init, x1, train=False)
+        variables = start
         state = train.TrainState.create(apply_fn=model.apply, variables=variables,
                                         tx=optax.adam(config.lr), key=k_dense)  # fmt: skip
         state, baseline = _fit(state, data, config, config.dense_epochs, progress, "1/2 dense")
@@ -200,8 +207,6 @@ def structured(
                    "params": dense_params})  # fmt: skip
     log(f"dense: test accuracy {baseline:.4f}, {dense_flops:,} MACs")
 
-    groups = st_.groups(apply_fn, variables, x1)
-    ratio = st_.ratio_for_flops(apply_fn, variables, x1, flops=config.flops, groups=groups)
     steps_per_epoch = max(1, data.num_train // min(config.batch_size, data.num_train))
     ramp = schedules.linear(0.0, ratio, begin=0, end=max(1, config.prune_epochs * steps_per_epoch))
     transform = st_.channels(apply_fn, variables, x1, ratio=ramp, criterion=config.criterion,
