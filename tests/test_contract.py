@@ -191,7 +191,7 @@ def _public_factories():
     import inspect
 
     out = []
-    for pkg in (jc.prune, jc.quant, jc.lowrank):
+    for pkg in (jc.prune, jc.quant, jc.lowrank, jc.structured):
         for n in pkg.__all__:
             f = getattr(pkg, n)
             if callable(f) and not isinstance(f, type):

@@ -55,10 +55,19 @@ class Masks:
     def tree_unflatten(cls, groups, keep):
         return cls(keep, groups)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Masks) or other.groups is not self.groups:
+            return False
+        return len(self.keep) == len(other.keep) and all(
+            a is b or bool(np.all(a == b)) for a, b in zip(self.keep, other.keep)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         try:
             kept = sum(int(np.asarray(k).sum()) for k in self.keep)
-        except (TypeError, jax.errors.ConcretizationTypeError):
+        except Exception:  # traced, or leaves that are not arrays (shapes)
             kept = "?"
         total = sum(g.size for g in self.groups)
         return f"Masks({len(self.keep)} groups, {kept} of {total} channels kept)"

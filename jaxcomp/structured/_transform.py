@@ -155,6 +155,9 @@ def channels(
         update_every: recompute the masks every this many steps.
         groups: groups already traced from the same model.
 
+    A group with ``params`` members that ``init`` is not given (inside a ``partition`` whose other
+    part holds them) is left whole.
+
     Returns:
         A :class:`jaxcomp.Transform` over ``variables["params"]`` whose state is a
         :class:`ChannelState`; ``finalize`` gives :class:`ChannelPruned` nodes at the pruned
@@ -188,15 +191,19 @@ def channels(
     taylor = criterion == "taylor"
 
     def decide(params, masks: Masks, importance, step):
+        act = _active(groups, params)
+        live = [g for g, a in zip(groups, act) if a]
         if taylor:
-            s = importance
+            s = [v for v, a in zip(importance, act) if a]
         else:
-            s = channel_scores(groups, params, criterion=criterion)
-        s = tuple(jnp.where(k, v, -jnp.inf) for v, k in zip(s, masks.keep))  # nested masks
-        if scope == "global":
-            keep = keep_global(s, at(step))
+            s = channel_scores(live, params, criterion=criterion)
+        old = [k for k, a in zip(masks.keep, act) if a]
+        s = [jnp.where(k, v, -jnp.inf) for v, k in zip(s, old)]  # nested masks
+        if scope == "global" and s:
+            new = iter(keep_global(s, at(step)))
         else:
-            keep = tuple(keep_top(v, at(step)) for v in s)
+            new = iter([keep_top(v, at(step)) for v in s])
+        keep = tuple(next(new) if a else k for k, a in zip(masks.keep, act))
         return Masks(keep, groups)
 
     def init(params):
@@ -245,6 +252,19 @@ def channels(
         return jax.tree_util.tree_unflatten(treedef, out)
 
     return Transform(init=init, apply=apply, update=update, finalize=finalize)
+
+
+def _active(groups: Groups, params: Any) -> list[bool]:
+    """Per group: are all its ``params`` members in ``params``? A group with members outside
+    (a partition's other part) is left whole: removing its channels from one side only would not
+    be a smaller model."""
+    present = set()
+    for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        path = path_str(p)
+        present.add(path if path.startswith("params/") else "params/" + path)
+    return [
+        all(m.path in present for m in g.members if m.path.startswith("params/")) for g in groups
+    ]
 
 
 def _signed_sums(groups: Groups, params: Any, grads: Any) -> tuple[jax.Array, ...]:
