@@ -5,6 +5,9 @@
 physically smaller one, which the model's own code runs.
 """
 
+from jaxcomp.structured._brain_damage import brain_damage
+from jaxcomp.structured._brain_damage import brain_damage_penalty
+from jaxcomp.structured._coarse import kernel_level
 from jaxcomp.structured._criteria import CRITERIA
 from jaxcomp.structured._criteria import keep_top
 from jaxcomp.structured._criteria import masks
@@ -13,7 +16,11 @@ from jaxcomp.structured._graph import Group
 from jaxcomp.structured._graph import Groups
 from jaxcomp.structured._graph import Member
 from jaxcomp.structured._graph import groups
+from jaxcomp.structured._lasso import lasso_channels
+from jaxcomp.structured._merge import merge_neurons
 from jaxcomp.structured._nodes import ChannelPruned
+from jaxcomp.structured._regularizers import neuron_group_penalty
+from jaxcomp.structured._regularizers import ssl_penalty
 from jaxcomp.structured._shrink import Masks
 from jaxcomp.structured._shrink import apply_masks
 from jaxcomp.structured._shrink import run_small
@@ -33,14 +40,21 @@ __all__ = [
     "Masks",
     "Member",
     "apply_masks",
+    "brain_damage",
+    "brain_damage_penalty",
     "channels",
     "groups",
     "keep_top",
+    "kernel_level",
+    "lasso_channels",
     "masks",
+    "merge_neurons",
+    "neuron_group_penalty",
     "ratio_for_flops",
     "run_small",
     "scores",
     "shrink",
     "small",
+    "ssl_penalty",
     "widths",
 ]
