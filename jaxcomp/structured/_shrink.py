@@ -26,10 +26,10 @@ from jaxcomp.errors import StructureMismatchError
 from jaxcomp.errors import WidthMismatchError
 from jaxcomp.structured._graph import Groups
 from jaxcomp.structured._graph import _Analysis
-from jaxcomp.structured._graph import _Frame
-from jaxcomp.structured._graph import _shape
-from jaxcomp.structured._graph import _where
 from jaxcomp.structured._graph import analyse
+from jaxcomp.structured._propagate import _Frame
+from jaxcomp.structured._propagate import _shape
+from jaxcomp.structured._propagate import _where
 
 __all__ = ["Masks", "apply_masks", "complete_widths", "run_small", "shrink", "widths"]
 
