@@ -42,6 +42,8 @@ def _for_either(**kwargs):
 
 
 CASES = [
+    ("structured.brain_damage", lambda: jc.structured.brain_damage(sparsity=0.5)),
+    ("structured.kernel_level", lambda: jc.structured.kernel_level(sparsity=0.5)),
     ("structured.channels(l1)", lambda: _for_either(ratio=0.5)),
     (
         "structured.channels(taylor, global, gradual)",
