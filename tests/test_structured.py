@@ -304,3 +304,31 @@ def test_transform_trains_masked_and_finalizes_to_the_smaller_model(tmp_path):
     )
     np.testing.assert_allclose(jax.jit(small_apply)(small, x), masked, rtol=1e-5, atol=1e-5)
     assert jc.core.nbytes(final) < 0.4 * jc.core.nbytes(variables["params"])
+
+
+def test_sensitivity_scan_and_per_group_ratios():
+    model, variables, shape = _model("lenet5")
+    x = jax.random.normal(jax.random.key(4), (8, *shape))
+    groups = jc.structured.groups(model.apply, variables, x[:1])
+    dense = model.apply(variables, x)
+    evaluate = lambda v: -float(jnp.mean((model.apply(v, x) - dense) ** 2))
+    scan = jc.structured.sensitivity(evaluate, variables, groups, ratios=(0.25, 0.5))
+    assert scan.baseline == 0.0 and len(scan.metrics) == 3
+    # one entry recomputed by hand: group 1 alone at 0.5 by the L1 norm of its filters
+    l1 = jnp.abs(variables["params"]["Conv_1"]["kernel"]).sum(axis=(0, 1, 2))
+    keep = (jnp.ones(20, bool), jc.structured.keep_top(l1, 0.5), jnp.ones(500, bool))
+    masked = jc.structured.apply_masks(variables, jc.structured.Masks(keep, groups))
+    assert scan.metrics[1][1] == pytest.approx(evaluate(masked))
+    drop = -min(min(row) for row in scan.metrics) / 2
+    ratios = jc.structured.ratios_for_drop(scan, max_drop=drop)
+    for row, r in zip(scan.metrics, ratios):  # the largest grid ratio within the drop
+        within = [g for g, m in zip(scan.ratios, row) if -m <= drop]
+        assert r == (max(within) if within and within[0] == 0.25 else 0.0)
+    masks = jc.structured.masks(model.apply, variables, x, ratio=ratios, groups=groups)
+    assert [int(np.sum(k)) for k in masks.keep] == [
+        g.size - int(np.floor(r * g.size)) for g, r in zip(groups, ratios)
+    ]
+    with pytest.raises(ValueError, match="one per group"):
+        jc.structured.masks(model.apply, variables, x, ratio=(0.5,), groups=groups)
+    with pytest.raises(ValueError, match="increasing"):
+        jc.structured.sensitivity(evaluate, variables, groups, ratios=(0.5, 0.25))

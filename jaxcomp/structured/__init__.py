@@ -21,6 +21,9 @@ from jaxcomp.structured._merge import merge_neurons
 from jaxcomp.structured._nodes import ChannelPruned
 from jaxcomp.structured._regularizers import neuron_group_penalty
 from jaxcomp.structured._regularizers import ssl_penalty
+from jaxcomp.structured._sensitivity import GroupSensitivity
+from jaxcomp.structured._sensitivity import ratios_for_drop
+from jaxcomp.structured._sensitivity import sensitivity
 from jaxcomp.structured._shrink import Masks
 from jaxcomp.structured._shrink import apply_masks
 from jaxcomp.structured._shrink import run_small
@@ -36,6 +39,7 @@ __all__ = [
     "ChannelPruned",
     "ChannelState",
     "Group",
+    "GroupSensitivity",
     "Groups",
     "Masks",
     "Member",
@@ -51,8 +55,10 @@ __all__ = [
     "merge_neurons",
     "neuron_group_penalty",
     "ratio_for_flops",
+    "ratios_for_drop",
     "run_small",
     "scores",
+    "sensitivity",
     "shrink",
     "small",
     "ssl_penalty",

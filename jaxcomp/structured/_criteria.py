@@ -29,7 +29,7 @@ from jaxcomp.structured._graph import Groups
 from jaxcomp.structured._graph import groups as trace_groups
 from jaxcomp.structured._shrink import Masks
 
-__all__ = ["CRITERIA", "keep_global", "keep_top", "masks", "scores"]
+__all__ = ["CRITERIA", "keep_global", "keep_top", "masks", "per_group_ratios", "scores"]
 
 CRITERIA = ("l1", "l2", "bn", "taylor")
 SCOPES = ("layer", "global")
@@ -127,6 +127,15 @@ def _check_ratio(ratio: Any) -> float:
     return float(ratio)
 
 
+def per_group_ratios(ratio: Any, n: int) -> tuple[float, ...] | None:
+    """``ratio`` as one checked number per group when it is a sequence, else None."""
+    if isinstance(ratio, (list, tuple)):
+        if len(ratio) != n:
+            raise ValueError(f"ratio has {len(ratio)} values for {n} groups; give one per group")
+        return tuple(_check_ratio(r) for r in ratio)
+    return None
+
+
 def _rank(score: jax.Array) -> jax.Array:
     """0 for the highest score, 1 for the next (ties by position)."""
     order = jnp.argsort(-score, stable=True)
@@ -176,7 +185,8 @@ def masks(
         apply_fn: ``apply_fn(variables, x)`` in inference mode.
         variables: the model's variables.
         x: an example input.
-        ratio: the fraction of each group's channels to remove, in [0, 1); every group keeps at
+        ratio: the fraction of each group's channels to remove, in [0, 1), or one such number
+            per group (from :func:`jaxcomp.structured.ratios_for_drop`); every group keeps at
             least one channel.
         criterion: ``"l1"`` (default), ``"l2"``, ``"bn"`` or ``"taylor"``.
         grads: gradients for ``criterion="taylor"``.
@@ -187,12 +197,17 @@ def masks(
     Returns:
         :class:`Masks`, one boolean vector per group.
     """
-    ratio = _check_ratio(ratio)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if not isinstance(ratio, (list, tuple)):
+        ratio = _check_ratio(ratio)
     if groups is None:
         groups = trace_groups(apply_fn, variables, x)
+    each = per_group_ratios(ratio, len(groups))
+    if each is not None and scope == "global":
+        raise ValueError("one ratio per group needs scope='layer'")
     s = scores(groups, variables, criterion=criterion, grads=grads)
     if scope == "global":
         return Masks(keep_global(s, ratio), groups)
-    return Masks(tuple(keep_top(v, ratio) for v in s), groups)
+    each = each or (ratio,) * len(groups)
+    return Masks(tuple(keep_top(v, r) for v, r in zip(s, each)), groups)

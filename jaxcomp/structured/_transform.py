@@ -30,6 +30,7 @@ from jaxcomp.structured._criteria import CRITERIA
 from jaxcomp.structured._criteria import SCOPES
 from jaxcomp.structured._criteria import keep_global
 from jaxcomp.structured._criteria import keep_top
+from jaxcomp.structured._criteria import per_group_ratios
 from jaxcomp.structured._criteria import scores as channel_scores
 from jaxcomp.structured._graph import Groups
 from jaxcomp.structured._graph import groups as trace_groups
@@ -146,7 +147,8 @@ def channels(
         variables: the model's variables (shapes are used to trace the groups).
         x: an example input.
         ratio: the fraction of each group's channels to remove (of all channels with
-            ``scope="global"``), a number in [0, 1) or a schedule of the step.
+            ``scope="global"``), a number in [0, 1) or a schedule of the step, or one number per
+            group (from :func:`jaxcomp.structured.ratios_for_drop`).
         flops: instead of ``ratio``, the fraction of the dense FLOPs to remove, in [0, 1)
             (``scope="layer"`` only; resolved to a ratio here by :func:`ratio_for_flops`).
         criterion: ``"l1"``, ``"l2"``, ``"bn"`` or ``"taylor"`` (Taylor scores accumulate over
@@ -186,7 +188,11 @@ def channels(
         if scope != "layer":
             raise ValueError(f"{_FN}: flops= needs scope='layer'")
         ratio = ratio_for_flops(apply_fn, variables, x, flops=flops, groups=groups)
-    ratio = checks.schedule_or_number(ratio, fn=_FN, name="ratio")
+    each = per_group_ratios(ratio, len(groups))
+    if each is not None and scope != "layer":
+        raise ValueError(f"{_FN}: one ratio per group needs scope='layer'")
+    if each is None:
+        ratio = checks.schedule_or_number(ratio, fn=_FN, name="ratio")
     at = lambda step: ratio(step) if callable(ratio) else ratio
     taylor = criterion == "taylor"
 
@@ -201,6 +207,9 @@ def channels(
         s = [jnp.where(k, v, -jnp.inf) for v, k in zip(s, old)]  # nested masks
         if scope == "global" and s:
             new = iter(keep_global(s, at(step)))
+        elif each is not None:
+            mine = [r for r, a in zip(each, act) if a]
+            new = iter([keep_top(v, r) for v, r in zip(s, mine)])
         else:
             new = iter([keep_top(v, at(step)) for v in s])
         keep = tuple(next(new) if a else k for k, a in zip(masks.keep, act))
