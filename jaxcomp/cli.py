@@ -139,7 +139,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="per-layer codebook index bits, e.g. 'Conv=8,Dense=5'")  # fmt: skip
     c.add_argument("--flops", default=None, type=_fraction,
                    help="structured: FLOPs fraction to remove, in [0, 1)")  # fmt: skip
-    c.add_argument("--criterion", default=None, choices=["l1", "l2", "bn", "taylor"],
+    c.add_argument("--criterion", default=None, choices=["l1", "l2", "bn", "taylor", "lasso"],
                    help="structured: channel importance (default l1)")  # fmt: skip
     for knob in ("dense-epochs", "prune-epochs", "retrain-epochs", "quant-epochs",
                  "finetune-epochs"):  # fmt: skip

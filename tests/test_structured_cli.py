@@ -90,3 +90,15 @@ def test_bad_arguments_exit_2(extra, message, tmp_path, capsys):
             "--out", str(tmp_path), "--no-progress", *extra]  # fmt: skip
     code, out = _run(args, capsys)
     assert code == 2 and message in out.err, out.err
+
+
+def test_lasso_criterion_end_to_end(tmp_path, capsys):
+    args = ["compress", "--model", "lenet300", "--data", "digits", "--recipe", "structured",
+            "--criterion", "lasso", "--flops", "0.5", "--dense-epochs", "1",
+            "--finetune-epochs", "1", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    code, _ = _run(args, capsys)
+    assert code == 0
+    with open(tmp_path / "report.json", encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["criterion"] == "lasso" and report["flops_ratio"] <= 0.5
+    assert report["final_accuracy"] == report["masked_accuracy"]

@@ -30,6 +30,7 @@ import optax
 
 from jaxcomp import analysis
 from jaxcomp import encode
+from jaxcomp import prune
 from jaxcomp import schedules
 from jaxcomp import structured as st_
 from jaxcomp import train
@@ -41,6 +42,9 @@ from jaxcomp.errors import CorruptArtifactError
 __all__ = ["Structured", "StructuredResult", "load_small", "structured"]
 
 _FN = "Structured"
+CRITERIA = (*st_.CRITERIA, "lasso")
+LASSO_EXAMPLES = 256
+"""Training examples that LASSO selection reads (the paper samples a few thousand locations)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +53,10 @@ class Structured:
 
     Attributes:
         flops: the fraction of the dense model's FLOPs to remove, in [0, 1).
-        criterion: ``"l1"``, ``"l2"``, ``"bn"`` or ``"taylor"`` (see :mod:`jaxcomp.structured`).
+        criterion: ``"l1"``, ``"l2"``, ``"bn"``, ``"taylor"`` (see :mod:`jaxcomp.structured`),
+            or ``"lasso"``: He et al.'s LASSO selection with least-squares reconstruction of each
+            group's reader, once after dense training, then ``finetune_epochs`` at those masks
+            (groups read by several layers, such as a residual stream, by the L1 norm).
         dense_epochs: epochs of dense training (skipped when variables are given).
         prune_epochs: epochs over which the removed fraction ramps up.
         finetune_epochs: epochs of fine-tuning at the final masks.
@@ -71,7 +78,7 @@ class Structured:
 
     def __post_init__(self) -> None:
         checks.fraction(self.flops, fn=_FN, name="flops")
-        checks.choice(self.criterion, st_.CRITERIA, fn=_FN, name="criterion")
+        checks.choice(self.criterion, CRITERIA, fn=_FN, name="criterion")
         for name in ("dense_epochs", "prune_epochs", "finetune_epochs", "seed"):
             checks.integer(getattr(self, name), fn=_FN, name=name, low=0)
         checks.integer(self.batch_size, fn=_FN, name="batch_size")
@@ -147,6 +154,19 @@ def _widths(final_params: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _lasso_masks(apply_fn, variables, data: Dataset, groups, ratio: float):
+    """LASSO selection and least-squares refit for the groups with one reader; the L1 norm of
+    the filters for the others (a residual stream is read by several layers)."""
+    one_reader = [i for i, g in enumerate(groups)
+                  if sum(m.role == "in" for m in g.members) == 1]  # fmt: skip
+    x = jnp.asarray(data.x_train[: min(LASSO_EXAMPLES, data.num_train)])
+    lasso, variables = st_.lasso_channels(apply_fn, variables, x, one_reader, ratio=ratio,
+                                          groups=groups)  # fmt: skip
+    l1 = st_.masks(apply_fn, variables, x, ratio=ratio, groups=groups)
+    keep = [a if i in one_reader else b for i, (a, b) in enumerate(zip(lasso.keep, l1.keep))]
+    return st_.Masks(keep, groups), variables
+
+
 def structured(
     model: Any,
     data: Dataset,
@@ -191,7 +211,7 @@ def structured(
     # any training, so that a bad request fails in seconds
     groups = st_.groups(apply_fn, start, x1)
     ratio = st_.ratio_for_flops(apply_fn, start, x1, flops=config.flops, groups=groups)
-    if config.criterion != "taylor":
+    if config.criterion not in ("taylor", "lasso"):
         st_.scores(groups, start, criterion=config.criterion)
     if variables is None:
         variables = start
@@ -207,16 +227,26 @@ def structured(
                    "params": dense_params})  # fmt: skip
     log(f"dense: test accuracy {baseline:.4f}, {dense_flops:,} MACs")
 
-    steps_per_epoch = max(1, data.num_train // min(config.batch_size, data.num_train))
-    ramp = schedules.linear(0.0, ratio, begin=0, end=max(1, config.prune_epochs * steps_per_epoch))
-    transform = st_.channels(apply_fn, variables, x1, ratio=ramp, criterion=config.criterion,
-                             update_every=config.mask_every, groups=groups)  # fmt: skip
+    if config.criterion == "lasso":
+        masks, variables = _lasso_masks(apply_fn, variables, data, groups, ratio)
+        ones = jax.tree.map(jnp.ones_like, variables["params"])
+        keep = jax.tree.map(lambda m: m != 0, st_.apply_masks(ones, masks))
+        transform = prune.fixed_masks(keep)  # fine-tune the kept channels, removed ones at zero
+        epochs = config.finetune_epochs
+    else:
+        steps_per_epoch = max(1, data.num_train // min(config.batch_size, data.num_train))
+        end = max(1, config.prune_epochs * steps_per_epoch)
+        ramp = schedules.linear(0.0, ratio, begin=0, end=end)
+        transform = st_.channels(apply_fn, variables, x1, ratio=ramp, criterion=config.criterion,
+                                 update_every=config.mask_every, groups=groups)  # fmt: skip
+        epochs = config.prune_epochs + config.finetune_epochs
     state = train.TrainState.create(apply_fn=model.apply, variables=variables,
                                     tx=optax.adam(config.lr), key=k_prune,
                                     transform=transform)  # fmt: skip
-    state, masked_acc = _fit(state, data, config, config.prune_epochs + config.finetune_epochs,
-                             progress, "2/2 prune channels")  # fmt: skip
+    state, masked_acc = _fit(state, data, config, epochs, progress, "2/2 prune channels")
     final = state.finalize()
+    if config.criterion == "lasso":
+        final = st_.remove_channels(final, masks)
     masked_vars = {"params": state.params, **state.model_state}
     stages.append({"stage": "masked", "test_accuracy": masked_acc, "flops": dense_flops,
                    "params": dense_params})  # fmt: skip

@@ -32,6 +32,7 @@ from jaxcomp.structured._shrink import widths
 from jaxcomp.structured._transform import ChannelState
 from jaxcomp.structured._transform import channels
 from jaxcomp.structured._transform import ratio_for_flops
+from jaxcomp.structured._transform import remove_channels
 from jaxcomp.structured._transform import small
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "neuron_group_penalty",
     "ratio_for_flops",
     "ratios_for_drop",
+    "remove_channels",
     "run_small",
     "scores",
     "sensitivity",

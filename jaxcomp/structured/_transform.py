@@ -42,7 +42,7 @@ from jaxcomp.structured._shrink import complete_widths
 from jaxcomp.structured._shrink import run_small
 from jaxcomp.structured._shrink import widths
 
-__all__ = ["ChannelState", "channels", "ratio_for_flops", "small"]
+__all__ = ["ChannelState", "channels", "ratio_for_flops", "remove_channels", "small"]
 
 _FN = "channels"
 
@@ -241,26 +241,35 @@ def channels(
         return apply_masks(cparams, masks), ChannelState(masks, importance)
 
     def finalize(cparams, state):
-        kept = widths(state.masks)
-        flat, treedef = jax.tree_util.tree_flatten_with_path(cparams)
-        out = []
-        for p, leaf in flat:
-            path = path_str(p)
-            full = path if path.startswith("params/") else "params/" + path
-            keys = [(full, a) for a in range(np.ndim(leaf))]
-            keep = tuple(kept.get(k) for k in keys)
-            if all(k is None or k.all() for k in keep):
-                out.append(leaf)
-                continue
-            keep = tuple(None if k is None or k.all() else jnp.asarray(k) for k in keep)
-            values = leaf
-            for axis, k in enumerate(keep):
-                if k is not None:
-                    values = jnp.take(values, np.flatnonzero(np.asarray(k)), axis=axis)
-            out.append(ChannelPruned(values=values, keep=keep))
-        return jax.tree_util.tree_unflatten(treedef, out)
+        return remove_channels(cparams, state.masks)
 
     return Transform(init=init, apply=apply, update=update, finalize=finalize)
+
+
+def remove_channels(params: Any, masks: Masks) -> Any:
+    """``params`` with the masked channels removed: a :class:`ChannelPruned` node at every leaf
+    that loses positions (the smaller array and the kept positions), the other leaves as they are.
+
+    ``params`` is a params tree (paths without ``params/``) or a variables tree; ``masks`` must be
+    concrete. ``jc.to_dense`` of the result is ``apply_masks(params, masks)``.
+    """
+    kept = widths(masks)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    out = []
+    for p, leaf in flat:
+        path = path_str(p)
+        full = path if any(k[0] == path for k in kept) else "params/" + path
+        keep = tuple(kept.get((full, a)) for a in range(np.ndim(leaf)))
+        if all(k is None or k.all() for k in keep):
+            out.append(leaf)
+            continue
+        keep = tuple(None if k is None or k.all() else jnp.asarray(k) for k in keep)
+        values = leaf
+        for axis, k in enumerate(keep):
+            if k is not None:
+                values = jnp.take(values, np.flatnonzero(np.asarray(k)), axis=axis)
+        out.append(ChannelPruned(values=values, keep=keep))
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _active(groups: Groups, params: Any) -> list[bool]:
