@@ -341,6 +341,22 @@ def _check_recipe_flags(args: argparse.Namespace) -> None:
                 )
 
 
+def _run_recipe(recipe: Any, args: argparse.Namespace, model: Any, ds: Any, cfg: Any) -> Any:
+    """Runs ``recipe`` from dense (or ``--init``) and writes its artifact to ``--out``."""
+    variables = None if args.init is None else _restore_variables(model, ds, args.init)
+    os.makedirs(args.out, exist_ok=True)
+    meta = {"model": args.model, "num_classes": ds.num_classes,
+            "input_shape": list(ds.input_shape), "data": args.data}  # fmt: skip
+    res = recipe(model, ds, cfg, variables=variables, metadata=meta,
+                 progress=not args.no_progress,
+                 log=lambda line: print(line, file=sys.stderr))  # fmt: skip
+    path = os.path.join(args.out, "model.jcz")
+    with open(path + ".tmp", "wb") as f:  # a crash never leaves half a model.jcz
+        f.write(res.artifact)
+    os.replace(path + ".tmp", path)
+    return res
+
+
 def _compress_structured(args: argparse.Namespace, model: Any, ds: Any) -> dict[str, Any]:
     from jaxcomp import recipes
 
@@ -351,21 +367,10 @@ def _compress_structured(args: argparse.Namespace, model: Any, ds: Any) -> dict[
         cfg = recipes.Structured(**changes)
     except ValueError as e:
         raise _UsageError(str(e)) from e
-    variables = None if args.init is None else _restore_variables(model, ds, args.init)
-    os.makedirs(args.out, exist_ok=True)
-    meta = {"model": args.model, "num_classes": ds.num_classes,
-            "input_shape": list(ds.input_shape), "data": args.data}  # fmt: skip
     try:
-        res = recipes.structured(
-            model, ds, cfg, variables=variables, metadata=meta, progress=not args.no_progress,
-            log=lambda line: print(line, file=sys.stderr),
-        )  # fmt: skip
+        res = _run_recipe(recipes.structured, args, model, ds, cfg)
     except ValueError as e:
         raise _UsageError(str(e).splitlines()[0]) from e
-    path = os.path.join(args.out, "model.jcz")
-    with open(path + ".tmp", "wb") as f:
-        f.write(res.artifact)
-    os.replace(path + ".tmp", path)
     report = {"model": args.model, "data": args.data, "recipe": "structured", **res.report,
               "config": dataclasses.asdict(cfg), "stages": res.stages}  # fmt: skip
     with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as f:
@@ -389,22 +394,10 @@ def _compress(args: argparse.Namespace) -> dict[str, Any]:
     if args.recipe == "structured":
         return _compress_structured(args, model, ds)
     cfg = _recipe_config(args)
-    variables = None if args.init is None else _restore_variables(model, ds, args.init)
-    os.makedirs(args.out, exist_ok=True)
-    meta = {"model": args.model, "num_classes": ds.num_classes,
-            "input_shape": list(ds.input_shape), "data": args.data}  # fmt: skip
     try:
-        res = recipes.deep_compression(
-            model, ds, cfg, variables=variables, metadata=meta, progress=not args.no_progress,
-            log=lambda line: print(line, file=sys.stderr),
-        )  # fmt: skip
+        res = _run_recipe(recipes.deep_compression, args, model, ds, cfg)
     except SelectionError as e:
         raise _UsageError(str(e).splitlines()[0]) from e
-    path = os.path.join(args.out, "model.jcz")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(res.artifact)
-    os.replace(tmp, path)
     dense_params, _ = recipes.load_artifact(res.artifact)
     layers = recipes.layer_rows(res.report, dense_params["params"])
     summary = {
