@@ -206,7 +206,7 @@ def masks(
     each = per_group_ratios(ratio, len(groups))
     if each is not None and scope == "global":
         raise ValueError("one ratio per group needs scope='layer'")
-    s = scores(groups, variables, criterion=criterion, grads=grads)
+    s = jax.jit(lambda v, g: scores(groups, v, criterion=criterion, grads=g))(variables, grads)
     if scope == "global":
         return Masks(keep_global(s, ratio), groups)
     each = each or (ratio,) * len(groups)
