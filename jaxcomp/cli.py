@@ -141,6 +141,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="structured: FLOPs fraction to remove, in [0, 1)")  # fmt: skip
     c.add_argument("--criterion", default=None, choices=["l1", "l2", "bn", "taylor", "lasso"],
                    help="structured: channel importance (default l1)")  # fmt: skip
+    c.add_argument("--round-to", default=None, type=_positive(int),
+                   help="structured: keep multiples of this many channels (default 8)")  # fmt: skip
     for knob in ("dense-epochs", "prune-epochs", "retrain-epochs", "quant-epochs",
                  "finetune-epochs"):  # fmt: skip
         c.add_argument(f"--{knob}", type=_bounded(int, allow_zero=True), default=None)
@@ -325,7 +327,7 @@ def _recipe_config(args: argparse.Namespace) -> Any:
 
 _ONLY = {
     "deep-compression": ("sparsity", "bits", "retrain_epochs", "quant_epochs", "coder", "config"),
-    "structured": ("flops", "criterion", "finetune_epochs"),
+    "structured": ("flops", "criterion", "finetune_epochs", "round_to"),
 }
 
 
@@ -361,7 +363,7 @@ def _compress_structured(args: argparse.Namespace, model: Any, ds: Any) -> dict[
     from jaxcomp import recipes
 
     changes = {k: getattr(args, k) for k in ("flops", "criterion", "dense_epochs",
-               "prune_epochs", "finetune_epochs", "batch_size", "seed")
+               "prune_epochs", "finetune_epochs", "batch_size", "seed", "round_to")
                if getattr(args, k) is not None}  # fmt: skip
     try:
         cfg = recipes.Structured(**changes)

@@ -324,3 +324,19 @@ def test_sensitivity_scan_and_per_group_ratios():
         jc.structured.masks(model.apply, variables, x, ratio=(0.5,), groups=groups)
     with pytest.raises(ValueError, match="increasing"):
         jc.structured.sensitivity(evaluate, variables, groups, ratios=(0.5, 0.25))
+
+
+def test_round_to_keeps_multiples():
+    model, variables, shape = _model("resnet20")
+    x = jnp.zeros((1, *shape))
+    groups = jc.structured.groups(model.apply, variables, x)
+    masks = jc.structured.masks(model.apply, variables, x, ratio=0.3, round_to=8, groups=groups)
+    for keep, g in zip(masks.keep, groups):  # 16 -> 8, 32 -> 16, 64 -> 40
+        n = g.size - int(0.3 * g.size)
+        assert int(np.sum(keep)) == max(8, n // 8 * 8)
+    with pytest.raises(ValueError, match="round_to"):
+        jc.structured.masks(model.apply, variables, x, ratio=0.3, round_to=0, groups=groups)
+    with pytest.raises(ValueError, match="round_to needs"):
+        jc.structured.masks(
+            model.apply, variables, x, ratio=0.3, round_to=8, scope="global", groups=groups
+        )

@@ -127,6 +127,14 @@ def _check_ratio(ratio: Any) -> float:
     return float(ratio)
 
 
+def check_round_to(round_to: Any, scope: str) -> int:
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to must be an int >= 1, got {round_to!r}")
+    if round_to > 1 and scope != "layer":
+        raise ValueError("round_to needs scope='layer'")
+    return round_to
+
+
 def per_group_ratios(ratio: Any, n: int) -> tuple[float, ...] | None:
     """``ratio`` as one checked number per group when it is a sequence, else None."""
     if isinstance(ratio, (list, tuple)):
@@ -142,13 +150,18 @@ def _rank(score: jax.Array) -> jax.Array:
     return jnp.zeros(score.shape[0], jnp.int32).at[order].set(jnp.arange(score.shape[0]))
 
 
-def keep_top(score: jax.Array, ratio: Any) -> jax.Array:
+def keep_top(score: jax.Array, ratio: Any, round_to: int = 1) -> jax.Array:
     """Keeps the ``size - floor(ratio * size)`` highest scores, at least one (ties by position).
 
-    ``ratio`` may be traced (a scheduled ratio inside a jitted step).
+    With ``round_to > 1``, the kept count is rounded down to a multiple of ``round_to`` (at least
+    ``round_to``; a group narrower than ``round_to`` keeps the unrounded count): hardware runs such
+    widths faster (XLA's CPU convolutions at widths that are not multiples of 8 lose most of the
+    speed-up, see ``docs/structured.md``). ``ratio`` may be traced (a scheduled ratio).
     """
     size = score.shape[0]
     n_keep = jnp.maximum(1, size - jnp.floor(ratio * size).astype(jnp.int32))
+    if round_to > 1 and size >= round_to:
+        n_keep = jnp.maximum(round_to, n_keep // round_to * round_to)
     return _rank(score) < n_keep
 
 
@@ -177,6 +190,7 @@ def masks(
     criterion: str = "l1",
     grads: Any = None,
     scope: str = "layer",
+    round_to: int = 1,
     groups: Groups | None = None,
 ) -> Masks:
     """Keep-masks that remove ``ratio`` of the channels of every dependency group.
@@ -192,6 +206,8 @@ def masks(
         grads: gradients for ``criterion="taylor"``.
         scope: ``"layer"`` (each group loses ``ratio`` of its channels) or ``"global"``
             (``ratio`` of all channels, ranked by score over group mean; see :func:`keep_global`).
+        round_to: keep a multiple of this many channels in every group (see :func:`keep_top`;
+            ``scope="layer"`` only).
         groups: groups already traced from the same model (skips the trace).
 
     Returns:
@@ -206,8 +222,9 @@ def masks(
     each = per_group_ratios(ratio, len(groups))
     if each is not None and scope == "global":
         raise ValueError("one ratio per group needs scope='layer'")
+    check_round_to(round_to, scope)
     s = jax.jit(lambda v, g: scores(groups, v, criterion=criterion, grads=g))(variables, grads)
     if scope == "global":
         return Masks(keep_global(s, ratio), groups)
     each = each or (ratio,) * len(groups)
-    return Masks(tuple(keep_top(v, r) for v, r in zip(s, each)), groups)
+    return Masks(tuple(keep_top(v, r, round_to) for v, r in zip(s, each)), groups)

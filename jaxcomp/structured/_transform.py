@@ -28,6 +28,7 @@ from jaxcomp.core._transform import Transform
 from jaxcomp.core._tree import path_str
 from jaxcomp.structured._criteria import CRITERIA
 from jaxcomp.structured._criteria import SCOPES
+from jaxcomp.structured._criteria import check_round_to
 from jaxcomp.structured._criteria import keep_global
 from jaxcomp.structured._criteria import keep_top
 from jaxcomp.structured._criteria import per_group_ratios
@@ -55,10 +56,11 @@ class ChannelState(NamedTuple):
     importance: tuple[jax.Array, ...]
 
 
-def _flops_at(apply_fn, variables, x, groups: Groups, ratio: float) -> int:
+def _flops_at(apply_fn, variables, x, groups: Groups, ratio: float, round_to: int = 1) -> int:
     from jaxcomp.analysis import flops  # analysis imports models; keep the import local
 
-    keep = Masks(tuple(np.asarray(keep_top(jnp.zeros(g.size), ratio)) for g in groups), groups)
+    keep = tuple(np.asarray(keep_top(jnp.zeros(g.size), ratio, round_to)) for g in groups)
+    keep = Masks(keep, groups)
     small_apply = run_small(apply_fn, variables, widths(keep))
     shapes = _small_avals(variables, widths(keep))
     return flops(small_apply, shapes, x)
@@ -84,6 +86,7 @@ def ratio_for_flops(
     *,
     flops: float,
     groups: Groups | None = None,
+    round_to: int = 1,
     tol: float = 1e-3,
 ) -> float:
     """The per-group ratio of channels to remove that removes at least ``flops`` of the FLOPs.
@@ -92,6 +95,8 @@ def ratio_for_flops(
         apply_fn, variables, x: the model, as for :func:`jaxcomp.structured.groups`.
         flops: the fraction of the dense model's FLOPs to remove, in [0, 1).
         groups: groups already traced from the same model.
+        round_to: the widths are rounded down to multiples of this (see
+            :func:`jaxcomp.structured.keep_top`).
         tol: the bisection's tolerance on the ratio.
 
     Raises:
@@ -105,7 +110,8 @@ def ratio_for_flops(
     dense = count(apply_fn, variables, x)
     need = dense * (1.0 - target)
     most = max(1.0 - 1.0 / min((g.size for g in groups), default=1), 0.0)
-    floor_flops = _flops_at(apply_fn, variables, x, groups, np.nextafter(1.0, 0.0))
+    check_round_to(round_to, "layer")
+    floor_flops = _flops_at(apply_fn, variables, x, groups, np.nextafter(1.0, 0.0), round_to)
     if floor_flops > need:
         raise ValueError(
             f"flops={target} cannot be met without removing whole groups: keeping one channel "
@@ -116,7 +122,7 @@ def ratio_for_flops(
     del most
     while hi - lo > tol:
         mid = (lo + hi) / 2
-        if _flops_at(apply_fn, variables, x, groups, mid) <= need:
+        if _flops_at(apply_fn, variables, x, groups, mid, round_to) <= need:
             hi = mid
         else:
             lo = mid
@@ -137,6 +143,7 @@ def channels(
     criterion: str = "l1",
     scope: str = "layer",
     update_every: int = 1,
+    round_to: int = 1,
     groups: Groups | None = None,
 ) -> Transform:
     """Channel pruning over dependency groups as a transform of the model's ``params``.
@@ -155,6 +162,8 @@ def channels(
             the steps between recomputations; no channel is removed before the first one).
         scope: ``"layer"`` or ``"global"``.
         update_every: recompute the masks every this many steps.
+        round_to: keep a multiple of this many channels in every group (``scope="layer"``; see
+            :func:`jaxcomp.structured.keep_top`).
         groups: groups already traced from the same model.
 
     A group with ``params`` members that ``init`` is not given (inside a ``partition`` whose other
@@ -181,13 +190,16 @@ def channels(
     checks.choice(criterion, CRITERIA, fn=_FN, name="criterion")
     checks.choice(scope, SCOPES, fn=_FN, name="scope")
     checks.integer(update_every, fn=_FN, name="update_every")
+    check_round_to(round_to, scope)
     groups = trace_groups(apply_fn, variables, x) if groups is None else groups
     if not len(groups):
         raise ValueError(f"{_FN}: the model has no channel that can be removed")
     if flops is not None:
         if scope != "layer":
             raise ValueError(f"{_FN}: flops= needs scope='layer'")
-        ratio = ratio_for_flops(apply_fn, variables, x, flops=flops, groups=groups)
+        ratio = ratio_for_flops(
+            apply_fn, variables, x, flops=flops, groups=groups, round_to=round_to
+        )
     each = per_group_ratios(ratio, len(groups))
     if each is not None and scope != "layer":
         raise ValueError(f"{_FN}: one ratio per group needs scope='layer'")
@@ -209,9 +221,9 @@ def channels(
             new = iter(keep_global(s, at(step)))
         elif each is not None:
             mine = [r for r, a in zip(each, act) if a]
-            new = iter([keep_top(v, r) for v, r in zip(s, mine)])
+            new = iter([keep_top(v, r, round_to) for v, r in zip(s, mine)])
         else:
-            new = iter([keep_top(v, at(step)) for v in s])
+            new = iter([keep_top(v, at(step), round_to) for v in s])
         keep = tuple(next(new) if a else k for k, a in zip(masks.keep, act))
         return Masks(keep, groups)
 
