@@ -1,0 +1,1 @@
+"""Structured pruning experiments (channels removed for real on mnist5k: accuracy, FLOPs, speed)."""
