@@ -8,8 +8,9 @@ does not change the speed, only how many), and :func:`jaxcomp.structured.shrink`
 model, which runs the model's own program at the smaller widths. Its outputs are checked against
 the masked dense model on a batch.
 
-A second smaller model, ``aligned``, keeps a multiple of 8 channels in every group (a ratio's
-widths rounded down; the least such ratio that still removes half of the FLOPs, by bisection), to
+A second smaller model, ``aligned``, keeps a multiple of 8 channels in every group
+(``round_to=8``: a ratio's widths rounded down; the least such ratio that still removes half of
+the FLOPs, by ``ratio_for_flops``'s bisection), to
 see what the widths themselves cost: AVX2 holds 8 float32 lanes, and the widths that
 ``ratio_for_flops`` gives (11 of 16, 45 of 64, ...) do not fill them. The target is judged on the
 first model.
@@ -50,23 +51,6 @@ TARGET_EFFICIENCY = 0.9
 ALIGN = 8  # AVX2 holds 8 float32 lanes
 
 
-def aligned_masks(
-    groups: jc.structured.Groups, score: Sequence[Any], ratio: float, multiple: int
-) -> jc.structured.Masks:
-    """L1 masks at ``ratio`` whose kept widths are rounded down to a multiple of ``multiple``
-    (at least ``multiple``; groups narrower than that keep their ``keep_top`` width)."""
-    keep = []
-    for g, s in zip(groups, score):
-        n = g.size - int(np.floor(ratio * g.size))
-        if g.size >= multiple:
-            n = max(multiple, n // multiple * multiple)
-        order = np.argsort(-np.asarray(s), kind="stable")
-        k = np.zeros(g.size, bool)
-        k[order[: max(n, 1)]] = True
-        keep.append(k)
-    return jc.structured.Masks(tuple(keep), groups)
-
-
 def prune_half(
     name: str, *, flops: float = FLOPS_REMOVED, align: int = ALIGN, tol: float = 1e-3
 ) -> dict[str, Any]:
@@ -84,19 +68,14 @@ def prune_half(
     )
     masks = jc.structured.masks(apply_fn, variables, x1, ratio=ratio, groups=groups)
     small_apply, small_vars = jc.structured.shrink(apply_fn, variables, masks)
-    dense_flops = jc.analysis.flops(apply_fn, variables, x1)
-    score = jc.structured.scores(groups, variables, criterion="l1")
-
-    def aligned_at(r):
-        m = aligned_masks(groups, score, r, align)
-        fn, v = jc.structured.shrink(apply_fn, variables, m)
-        return m, fn, v, jc.analysis.flops(fn, v, x1)
-
-    lo, hi = 0.0, ratio  # ratio's widths rounded down remove at least as much
-    while hi - lo > max(tol, 1.0 / 64):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if aligned_at(mid)[3] <= (1 - flops) * dense_flops else (mid, hi)
-    a_masks, a_apply, a_vars, _ = aligned_at(hi)
+    a_ratio = jc.structured.ratio_for_flops(
+        apply_fn, variables, x1, flops=flops, groups=groups, round_to=align, tol=tol
+    )
+    a_masks = jc.structured.masks(
+        apply_fn, variables, x1, ratio=a_ratio, round_to=align, groups=groups
+    )
+    a_apply, a_vars = jc.structured.shrink(apply_fn, variables, a_masks)
+    hi = a_ratio
     return {
         "model": model, "apply": apply_fn, "variables": variables, "shape": shape,
         "groups": groups, "ratio": ratio, "masks": masks, "small_apply": small_apply,
