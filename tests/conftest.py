@@ -1,5 +1,7 @@
 """Shared test settings: strict shapes, warnings as errors (pyproject), tiny shared fixtures."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -28,3 +30,15 @@ def tiny_net():
 def tiny_params(tiny_net):
     x = jnp.zeros((1, 6, 6, 2), jnp.float32)
     return tiny_net.init(jax.random.key(0), x)["params"]
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(tmp_path_factory):
+    """The environment for ``jaxcomp`` commands run as subprocesses: one persistent compilation
+    cache for this test process (an xdist worker), so a command that compiles what an earlier one
+    compiled (the same model, data and batch size) loads the executables instead. The cache holds
+    XLA's compiled programs only; every command still traces, runs and computes everything."""
+    cache = tmp_path_factory.mktemp("jax_compilation_cache")
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")  # fmt: skip

@@ -8,7 +8,9 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
+from jaxcomp import cli
 from jaxcomp.train import Checkpointer
 
 CMD = [sys.executable, "-m", "jaxcomp.cli"]
@@ -24,9 +26,10 @@ def _train_args(out, epochs, *extra):
             *extra]  # fmt: skip
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
+def test_sigkill_then_resume_is_bit_identical(tmp_path, subprocess_env):
     epochs = 15  # 44 steps an epoch on digits: long enough to kill mid-run (after step 100)
-    full = _run(_train_args(tmp_path / "full", epochs))
+    env = subprocess_env  # the four runs below compile the same programs: compiled once
+    full = _run(_train_args(tmp_path / "full", epochs), env=env)
     assert full.returncode == 0, full.stderr[-2000:]
     report = json.loads((tmp_path / "full" / "report.json").read_text())
     assert report["steps"] == epochs * (1438 // 32)
@@ -34,7 +37,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(CMD + _train_args(out, epochs), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.DEVNULL, env=env)  # fmt: skip
     ckdir = out / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -49,42 +52,65 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     latest = Checkpointer(ckdir).latest_step()
     assert latest is not None and latest < report["steps"]
 
-    again = _run(_train_args(out, epochs))  # without --resume: refused, nothing lost
+    again = _run(_train_args(out, epochs), env=env)  # without --resume: refused, nothing lost
     assert again.returncode == 2 and "--resume" in again.stderr
     assert Checkpointer(ckdir).latest_step() == latest
 
-    resumed = _run(_train_args(out, epochs, "--resume"))
+    resumed = _run(_train_args(out, epochs, "--resume"), env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     r2 = json.loads((out / "report.json").read_text())
     assert r2["params_sha256"] == report["params_sha256"]
     assert r2["test_accuracy"] == report["test_accuracy"]
 
 
-def _bad(args):
-    r = _run(args)
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("jaxcomp: error:"), r.stderr
+def _one_line_error(returncode, stderr):
+    assert returncode == 2, stderr
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("jaxcomp: error:"), stderr
     return lines[0]
 
 
-def test_bad_arguments_are_one_line_errors(tmp_path):
+def _bad_process(args):
+    """The command in its own process: its exit status and its whole stderr."""
+    r = _run(args)
+    return _one_line_error(r.returncode, r.stderr)
+
+
+@pytest.fixture
+def bad(capsys):
+    """The command in this process (``cli.main``, as ``python -m jaxcomp.cli`` runs it): it must
+    exit with status 2 through SystemExit, having printed one line to stderr and nothing else."""
+
+    def bad(args):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            cli.main(args)
+        out, err = capsys.readouterr()
+        assert out == "", out
+        return _one_line_error(info.value.code, err)
+
+    return bad
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, bad):
     base = ["--epochs", "1", "--out", str(tmp_path / "o")]
-    assert "nope" in _bad(["train", "--model", "nope", "--data", "digits", *base])
-    assert "mnist6k" in _bad(["train", "--model", "lenet300", "--data", "mnist6k", *base])
+    # one in a real process: the exit status and stderr the shell sees
+    assert "nope" in _bad_process(["train", "--model", "nope", "--data", "digits", *base])
+    assert "nope" in bad(["train", "--model", "nope", "--data", "digits", *base])
+    assert "mnist6k" in bad(["train", "--model", "lenet300", "--data", "mnist6k", *base])
     missing = str(tmp_path / "missing.npz")
-    assert "missing.npz" in _bad(["train", "--model", "lenet300", "--data", missing, *base])
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, x_train=np.zeros((4, 3)), y_train=np.zeros(4, np.int32))
-    assert "x_test" in _bad(["train", "--model", "lenet300", "--data", str(bad), *base])
-    assert "16" in _bad(["train", "--model", "lenet5", "--data", "digits", *base])
-    assert "epochs" in _bad(["train", "--model", "lenet300", "--data", "digits",
-                             "--epochs", "0", "--out", "x"])  # fmt: skip
-    assert "seed" in _bad(["train", "--model", "lenet300", "--data", "digits", "--seed", "-1",
-                           "--out", "x"])  # fmt: skip
-    assert "required" in _bad(["train", "--model", "lenet300"])
-    assert _bad([])
+    assert "missing.npz" in bad(["train", "--model", "lenet300", "--data", missing, *base])
+    bad_npz = tmp_path / "bad.npz"
+    np.savez(bad_npz, x_train=np.zeros((4, 3)), y_train=np.zeros(4, np.int32))
+    assert "x_test" in bad(["train", "--model", "lenet300", "--data", str(bad_npz), *base])
+    assert "16" in bad(["train", "--model", "lenet5", "--data", "digits", *base])
+    assert "epochs" in bad(["train", "--model", "lenet300", "--data", "digits",
+                            "--epochs", "0", "--out", "x"])  # fmt: skip
+    assert "seed" in bad(["train", "--model", "lenet300", "--data", "digits", "--seed", "-1",
+                          "--out", "x"])  # fmt: skip
+    assert "required" in bad(["train", "--model", "lenet300"])
+    assert bad([])
 
 
 def test_train_on_user_npz(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxcomp as jc
+from jaxcomp import cli
 from jaxcomp import recipes
 from jaxcomp.errors import SelectionError
 
@@ -78,20 +79,21 @@ def test_rule_that_misses_a_kernel(digits):
         recipes.deep_compression(model, digits, cfg, progress=False)
 
 
-def _cli(args):
+def _cli(args, env=None):
     return subprocess.run([sys.executable, "-m", "jaxcomp.cli", *args], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+                          text=True, timeout=300, env=env)  # fmt: skip
 
 
-def test_compress_and_evaluate_commands(tmp_path):
-    train = _cli(["train", "--model", "lenet300", "--data", "digits", "--epochs", "2",
-                  "--out", str(tmp_path / "t"), "--no-progress"])  # fmt: skip
+def test_compress_and_evaluate_commands(tmp_path, subprocess_env):
+    env = subprocess_env  # the three commands share lenet300's compiled init and evaluation
+    train = _cli(["train", "--model", "lenet300", "--data", "digits", "--epochs", "1",
+                  "--out", str(tmp_path / "t"), "--no-progress"], env)  # fmt: skip
     assert train.returncode == 0, train.stderr[-2000:]
     out = tmp_path / "c"
     r = _cli(["compress", "--model", "lenet300", "--data", "digits", "--out", str(out),
               "--init", str(tmp_path / "t"), "--prune-epochs", "1", "--retrain-epochs", "0",
               "--quant-epochs", "1", "--sparsity", "Dense_0=0.9,Dense=0.7", "--bits", "Dense=4",
-              "--coder", "ans", "--no-progress"])  # fmt: skip
+              "--coder", "ans", "--no-progress"], env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     for key in ("baseline_accuracy", "final_accuracy", "dense_bytes", "compressed_bytes",
@@ -103,7 +105,7 @@ def test_compress_and_evaluate_commands(tmp_path):
     assert report["config"]["coder"] == "ans"
     assert (out / "stages.png").stat().st_size > 0 and (out / "layers.png").stat().st_size > 0
     assert "| Dense_0 |" in (out / "report.md").read_text()
-    ev = _cli(["evaluate", str(out / "model.jcz"), "--data", "digits"])
+    ev = _cli(["evaluate", str(out / "model.jcz"), "--data", "digits"], env)
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert json.loads(ev.stdout)["test_accuracy"] == pytest.approx(report["final_accuracy"])
     # the dense baseline is the --init checkpoint's own accuracy
@@ -111,11 +113,14 @@ def test_compress_and_evaluate_commands(tmp_path):
     assert report["baseline_accuracy"] == pytest.approx(trained["test_accuracy"])
 
 
-def test_compress_and_evaluate_errors(tmp_path):
-    def bad(args, needle):
-        r = _cli(args)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-        assert needle in r.stderr
+def test_compress_and_evaluate_errors(tmp_path, capsys):
+    def bad(args, needle):  # in this process (tests/test_cli.py runs one in a process of its own)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            cli.main(args)
+        stderr = capsys.readouterr().err
+        assert info.value.code == 2 and "Traceback" not in stderr, stderr[-2000:]
+        assert needle in stderr
 
     bad(["compress", "--model", "lenet300", "--data", "digits", "--out", str(tmp_path),
          "--sparsity", "Dense_0"], "regex=value")  # fmt: skip
