@@ -221,9 +221,11 @@ def configs(smoke: bool) -> dict[str, dict[str, Any]]:
     """Per model: epochs, learning rates, the methods and the low-rank model trained from scratch.
 
     The smoke run trains one epoch of 256 images, keeps CP and the scanned SVD on LeNet-5, SVD on
-    the tiniest VGG, and trains the low-rank model from scratch for LeNet-5 only.
+    the tiniest VGG (two stages of one convolution each), and trains the low-rank model from
+    scratch for LeNet-5 only.
     """
     widths = (4, 8) if smoke else (16, 32, 64)
+    vgg = {"widths": widths, "convs_per_stage": 1} if smoke else {"widths": widths}
     pick = lambda f, keep: lambda p, r: {k: v for k, v in f(p, r).items() if k in keep or not smoke}
     return {
         "lenet5": {
@@ -235,7 +237,7 @@ def configs(smoke: bool) -> dict[str, dict[str, Any]]:
             "bn_layers": "Conv_1", "bn_ranks": "8",
         },
         "vgg_small": {
-            "kwargs": {"widths": widths}, "pad": 32, "dense_epochs": 1 if smoke else 3,
+            "kwargs": vgg, "pad": 32, "dense_epochs": 1 if smoke else 3,
             "ft_epochs": 1 if smoke else 2, "lr": 1e-3, "ft_lr": 5e-4, "batch": 64,
             "bench_batch": 128,
             "methods": pick(vgg_methods, ("svd",)), "scan": None,
