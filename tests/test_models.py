@@ -260,13 +260,15 @@ def test_nnx_cases_cover_the_registry():
     assert {name for name, _, _ in _NNX_CASES} == set(models.names())
 
 
-def _random_like(shapes, key):
-    """Random weights and batch statistics (positive variances) of the given shapes."""
+def _random_like(shapes, seed):
+    """Random weights and batch statistics (positive variances) of the given shapes, drawn with
+    numpy (jax.random would compile a sampler for every distinct shape)."""
+    rng = np.random.default_rng(seed)
     flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     leaves = []
-    for (path, s), k in zip(flat, jax.random.split(key, len(flat)), strict=True):
-        x = 0.5 * jax.random.normal(k, s.shape, s.dtype)
-        leaves.append(jnp.abs(x) + 0.5 if path_str(path).endswith("var") else x)
+    for path, s in flat:
+        x = (0.5 * rng.standard_normal(s.shape)).astype(s.dtype)
+        leaves.append(np.abs(x) + 0.5 if path_str(path).endswith("var") else x)
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -285,14 +287,16 @@ def test_nnx_twin_has_the_linen_paths_and_outputs(name, kw, input_shape):
     if name in ("resnet56", "resnet110"):
         return  # the blocks of resnet20, whose outputs are compared: paths and counts suffice
 
-    variables = _random_like(shapes, jax.random.key(0))
-    x = jax.random.normal(jax.random.key(2), (3, *input_shape))
+    variables = _random_like(shapes, 0)
+    x = np.random.default_rng(2).standard_normal((3, *input_shape)).astype(np.float32)
     close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
-    y = apply(variables, x, train=False)
-    close(y, linen.apply(variables, x, train=False))
+    # each model jitted whole: one compile per call instead of one per layer op and shape
+    run = lambda fn, **kw: jax.jit(functools.partial(fn, **kw))(variables, x)
+    y = run(apply, train=False)
+    close(y, run(linen.apply, train=False))
     if "batch_stats" in variables:
-        out, stats = apply(variables, x, train=True, mutable=["batch_stats"])
-        ref, ref_stats = linen.apply(variables, x, train=True, mutable=["batch_stats"])
+        out, stats = run(apply, train=True, mutable=["batch_stats"])
+        ref, ref_stats = run(linen.apply, train=True, mutable=["batch_stats"])
         close(out, ref)
         jax.tree.map(close, stats, dict(ref_stats))
         assert not np.allclose(out, y)
