@@ -42,7 +42,7 @@ def _tied_arrays(shapes, seed):
 # ---------------------------------------------------------------- exact counts
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)  # an example compiles its counts: 10 per run
 @given(shapes=_shapes, s=_sparsity, seed=st.integers(0, 2**16))
 def test_layerwise_masks_have_exact_zero_count_per_leaf(shapes, s, seed):
     params = _tree(_tied_arrays(shapes, seed))
@@ -56,7 +56,7 @@ def test_layerwise_masks_have_exact_zero_count_per_leaf(shapes, s, seed):
         assert isinstance(state.masks[k]["bias"], jc.core.MaskedNode)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)  # an example compiles its counts: 10 per run
 @given(shapes=_shapes, s=_sparsity, seed=st.integers(0, 2**16))
 def test_global_masks_have_exact_total_zero_count(shapes, s, seed):
     params = _tree(_tied_arrays(shapes, seed))
