@@ -77,7 +77,7 @@ def _consumer_errors(model, v, x, gs, gi, masks, refit, ratio):
 
 @FEW
 @given(seed=st.integers(0, 2**16), ratio=st.sampled_from([0.25, 0.5, 0.75]))
-def test_lasso_dense_consumer_beats_l1_and_keeps_exact_count(seed, ratio):
+def test_lasso_refit_is_least_squares_and_keeps_exact_count(seed, ratio):
     model = MLP
     x = _normal(seed, (64, 4))
     v, gs = _setup(model, x, seed + 1)
@@ -85,7 +85,9 @@ def test_lasso_dense_consumer_beats_l1_and_keeps_exact_count(seed, ratio):
     assert int(masks.keep[0].sum()) == 8 - math.floor(ratio * 8)
     lasso, same, l1 = _consumer_errors(model, v, x, gs, 0, masks, refit, ratio)
     assert lasso <= same * (1 + 1e-5)  # least squares never worse than the original weights
-    assert lasso <= l1 * (1 + 1e-5)
+    # (beating L1 selection is not guaranteed on every draw: hypothesis found seed 17193 at 0.75,
+    # 5.59 against 5.48; the strict case is the bottleneck test below)
+    del l1
 
 
 def test_lasso_strictly_better_on_a_linear_bottleneck():
