@@ -69,8 +69,10 @@ def test_handlers_see_the_same_layers(lenet):
 
 @pytest.mark.parametrize("name", ["lenet300", "vgg_small", "resnet20"])
 def test_every_model_shows_handlers_the_same_layers(name):
-    # shapes only (jax.eval_shape): the handlers run while tracing, nothing is computed
-    nnx_apply, v = jc.adapt.functional(jc.models.get(name, api="nnx", key=jax.random.key(0)))
+    # shapes only (nnx.eval_shape, jax.eval_shape): the model is built abstractly and the
+    # handlers run while tracing; no initializer or layer is computed
+    model = nnx.eval_shape(lambda: jc.models.get(name, api="nnx", key=jax.random.key(0)))
+    nnx_apply, v = jc.adapt.functional(model)
     x = jnp.zeros((2, *jc.models.input_shape(name)))
 
     def record(seen):
