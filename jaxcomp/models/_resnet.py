@@ -148,7 +148,7 @@ class ResNet(nn.Module):
 
     Examples:
         >>> import jax, jax.numpy as jnp
-        >>> model = ResNet(depth=8, width=4)
+        >>> model = ResNet(depth=8, width=1)  # a toy size: a shapes-only example
         >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
         >>> model.apply(variables, jnp.zeros((2, 32, 32, 3))).shape
         (2, 10)
@@ -315,7 +315,7 @@ class NNXResNet(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXResNet(depth=8, width=4, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+        >>> model = NNXResNet(depth=8, width=1, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
         >>> model(jnp.zeros((2, 8, 8, 3))).shape
         (2, 10)
     """

@@ -73,7 +73,7 @@ class VGGSmall(nn.Module):
 
     Examples:
         >>> import jax, jax.numpy as jnp
-        >>> model = VGGSmall(widths=(8, 16))
+        >>> model = VGGSmall(widths=(1, 2))  # a toy size: a shapes-only example
         >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
         >>> model.apply(variables, jnp.zeros((2, 32, 32, 3))).shape
         (2, 10)
@@ -142,7 +142,7 @@ class NNXVGGSmall(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXVGGSmall(widths=(8, 16), input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+        >>> model = NNXVGGSmall(widths=(1, 2), input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
         >>> model(jnp.zeros((2, 8, 8, 3))).shape
         (2, 10)
     """
