@@ -29,18 +29,23 @@ class ConvNet(nn.Module):
         return nn.Dense(3)(x)
 
 
+def _numpy_params(model, x, seed=0):
+    """Params of ``model`` drawn with numpy at flax's default scales (1/sqrt(fan-in) kernels),
+    without compiling flax's initializers (seconds per small conv kernel shape on a CPU)."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    rng = np.random.default_rng(seed)
+    fill = lambda s: jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1])), s.dtype)
+    return jax.tree.map(fill, shapes)
+
+
 @pytest.fixture(scope="module")
 def net():
     m = ConvNet()
     x = jax.random.uniform(jax.random.key(1), (4, 7, 7, 2))
-    v = jax.jit(m.init)(jax.random.key(0), x)
-    # nonzero biases: with zero biases an integer accumulation can be exactly 0 where the float
-    # one is 1e-9, and ReLU's derivative at 0 would make the two backward passes differ
-    v = {"params": jax.tree_util.tree_map_with_path(
-        lambda p, a: a + 0.05 * jax.random.normal(jax.random.key(len(jax.tree_util.keystr(p))),
-                                                  a.shape) if "bias" in jax.tree_util.keystr(p)
-        else a, v["params"])}  # fmt: skip
-    return m, v, x
+    # nonzero biases (numpy draws every leaf): with zero biases an integer accumulation can be
+    # exactly 0 where the float one is 1e-9, and ReLU's derivative at 0 would make the two
+    # backward passes differ
+    return m, {"params": _numpy_params(m, x)}, x
 
 
 def _rules(bits=8):
