@@ -388,7 +388,10 @@ class _ConvNet(nn.Module):
 def test_layer_inputs_reproduce_layer_outputs_and_obs_prune_runs():
     model = _ConvNet()
     x = jax.random.normal(jax.random.key(0), (5, 6, 5, 2))
-    v = model.init(jax.random.key(1), x)
+    # random weights drawn with numpy (flax's initializers compile slowly for small conv kernels)
+    rng = np.random.default_rng(1)
+    v = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype),
+                     jax.eval_shape(model.init, jax.random.key(1), x))  # fmt: skip
     _, got = jc.adapt.capture(model.apply, inputs=["Conv_0", "Dense_0"], rows=True)(v, x)
     inputs = {f"{p}/kernel": rows for p, rows in got.inputs.items()}
     k = v["params"]["Conv_0"]["kernel"]
