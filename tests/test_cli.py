@@ -1,5 +1,6 @@
 """The ``jaxcomp`` command: training end to end, crash and resume, one-line errors."""
 
+import functools
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+import jaxcomp as jc
 from jaxcomp import cli
 from jaxcomp.train import Checkpointer
 
@@ -20,8 +22,8 @@ def _run(args, **kw):
     return subprocess.run(CMD + args, capture_output=True, text=True, timeout=300, **kw)
 
 
-def _train_args(out, epochs, *extra):
-    return ["train", "--model", "lenet300", "--data", "digits", "--epochs", str(epochs),
+def _train_args(data, out, epochs, *extra):
+    return ["train", "--model", "lenet300", "--data", str(data), "--epochs", str(epochs),
             "--batch-size", "32", "--checkpoint-every", "20", "--out", str(out), "--no-progress",
             *extra]  # fmt: skip
 
@@ -29,14 +31,20 @@ def _train_args(out, epochs, *extra):
 def test_sigkill_then_resume_is_bit_identical(tmp_path, subprocess_env):
     epochs = 15  # 44 steps an epoch on digits: long enough to kill mid-run (after step 100)
     env = subprocess_env  # the four runs below compile the same programs: compiled once
-    full = _run(_train_args(tmp_path / "full", epochs), env=env)
+    # the digits as an .npz: each command reads the arrays instead of importing scikit-learn
+    digits = jc.data.load("digits")
+    data = tmp_path / "digits.npz"
+    np.savez(data, x_train=digits.x_train, y_train=digits.y_train, x_test=digits.x_test,
+             y_test=digits.y_test)  # fmt: skip
+    train_args = functools.partial(_train_args, data)
+    full = _run(train_args(tmp_path / "full", epochs), env=env)
     assert full.returncode == 0, full.stderr[-2000:]
     report = json.loads((tmp_path / "full" / "report.json").read_text())
     assert report["steps"] == epochs * (1438 // 32)
     assert report["test_accuracy"] > 0.9
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(CMD + _train_args(out, epochs), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(CMD + train_args(out, epochs), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)  # fmt: skip
     ckdir = out / "checkpoints"
     deadline = time.time() + 120
@@ -52,11 +60,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, subprocess_env):
     latest = Checkpointer(ckdir).latest_step()
     assert latest is not None and latest < report["steps"]
 
-    again = _run(_train_args(out, epochs), env=env)  # without --resume: refused, nothing lost
+    again = _run(train_args(out, epochs), env=env)  # without --resume: refused, nothing lost
     assert again.returncode == 2 and "--resume" in again.stderr
     assert Checkpointer(ckdir).latest_step() == latest
 
-    resumed = _run(_train_args(out, epochs, "--resume"), env=env)
+    resumed = _run(train_args(out, epochs, "--resume"), env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     r2 = json.loads((out / "report.json").read_text())
     assert r2["params_sha256"] == report["params_sha256"]
