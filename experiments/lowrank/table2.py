@@ -224,7 +224,7 @@ def configs(smoke: bool) -> dict[str, dict[str, Any]]:
     the tiniest VGG (two stages of one convolution each), and trains the low-rank model from
     scratch for LeNet-5 only.
     """
-    widths = (4, 8) if smoke else (16, 32, 64)
+    widths = (2, 4) if smoke else (16, 32, 64)
     vgg = {"widths": widths, "convs_per_stage": 1} if smoke else {"widths": widths}
     pick = lambda f, keep: lambda p, r: {k: v for k, v in f(p, r).items() if k in keep or not smoke}
     return {
