@@ -316,10 +316,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "conv_steps": 4,
             "conv_features": (2, 4),
             "dense_teacher_steps": 8,
-            # small stand-ins with the same layer names, so the smoke compiles quickly
+            # small stand-ins with the same layer names, so the smoke compiles quickly (the conv
+            # teacher's kernels have the student's shapes: their initializers compile once)
             "teachers": {
                 "lenet300": distill.MLP(features=(16, 16)),
-                "lenet5": distill.ConvNet(features=(4, 6), hidden=(8,)),
+                "lenet5": distill.ConvNet(features=(2, 4), hidden=(8,)),
             },
             "conv_teacher_steps": 4,
             "sgld_lr": 1e-5,
