@@ -16,12 +16,34 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcomp.models._densenet import DenseNet
+from jaxcomp.models._densenet import NNXDenseNet
+from jaxcomp.models._flattened import Flattened
+from jaxcomp.models._flattened import NNXFlattened
+from jaxcomp.models._fractal import FractalNet
+from jaxcomp.models._fractal import NNXFractalNet
+from jaxcomp.models._inception import GoogLeNet
+from jaxcomp.models._inception import NNXGoogLeNet
 from jaxcomp.models._lenet import LeNet5
 from jaxcomp.models._lenet import LeNet300100
 from jaxcomp.models._lenet import NNXLeNet5
 from jaxcomp.models._lenet import NNXLeNet300100
+from jaxcomp.models._mobilenet import MobileNet
+from jaxcomp.models._mobilenet import NNXMobileNet
+from jaxcomp.models._nasnet import NASNetA
+from jaxcomp.models._nasnet import NNXNASNetA
+from jaxcomp.models._nin import NIN
+from jaxcomp.models._nin import NNXNIN
+from jaxcomp.models._resnet import ImageNetResNet
+from jaxcomp.models._resnet import NNXImageNetResNet
 from jaxcomp.models._resnet import NNXResNet
 from jaxcomp.models._resnet import ResNet
+from jaxcomp.models._shufflenet import NNXShuffleNet
+from jaxcomp.models._shufflenet import ShuffleNet
+from jaxcomp.models._squeezenet import NNXSqueezeNet
+from jaxcomp.models._squeezenet import SqueezeNet
+from jaxcomp.models._vgg import NNXVGG
+from jaxcomp.models._vgg import VGG
 from jaxcomp.models._vgg import NNXVGGSmall
 from jaxcomp.models._vgg import VGGSmall
 
@@ -40,6 +62,9 @@ _APIS = ("linen", "nnx")
 
 _MNIST = (28, 28, 1)
 _CIFAR = (32, 32, 3)
+_IMAGENET = (224, 224, 3)
+
+_VGG16 = {"convs": (2, 2, 3, 3, 3)}
 
 _MODELS: dict[str, _Entry] = {
     "lenet300": _Entry(LeNet300100, NNXLeNet300100, {}, _MNIST),
@@ -49,6 +74,33 @@ _MODELS: dict[str, _Entry] = {
     "resnet20": _Entry(ResNet, NNXResNet, {"depth": 20}, _CIFAR),
     "resnet56": _Entry(ResNet, NNXResNet, {"depth": 56}, _CIFAR),
     "resnet110": _Entry(ResNet, NNXResNet, {"depth": 110}, _CIFAR),
+    "resnet18": _Entry(
+        ImageNetResNet,
+        NNXImageNetResNet,
+        {"block": "basic", "stage_sizes": (2, 2, 2, 2)},
+        _IMAGENET,
+    ),
+    "resnet50": _Entry(
+        ImageNetResNet,
+        NNXImageNetResNet,
+        {"block": "bottleneck", "stage_sizes": (3, 4, 6, 3)},
+        _IMAGENET,
+    ),
+    "resnet110_sd": _Entry(ResNet, NNXResNet, {"depth": 110, "survival": 0.5}, _CIFAR),
+    "fractalnet": _Entry(FractalNet, NNXFractalNet, {}, _CIFAR),
+    "densenet_bc_100_12": _Entry(
+        DenseNet, NNXDenseNet, {"bottleneck": True, "compression": 0.5}, _CIFAR
+    ),
+    "nin": _Entry(NIN, NNXNIN, {}, _CIFAR),
+    "vgg16": _Entry(VGG, NNXVGG, _VGG16, _IMAGENET),
+    "vgg16_cifar": _Entry(VGG, NNXVGG, {**_VGG16, "batch_norm": True, "hidden": None}, _CIFAR),
+    "googlenet": _Entry(GoogLeNet, NNXGoogLeNet, {}, _IMAGENET),
+    "squeezenet1_0": _Entry(SqueezeNet, NNXSqueezeNet, {"version": "1_0"}, _IMAGENET),
+    "squeezenet1_1": _Entry(SqueezeNet, NNXSqueezeNet, {"version": "1_1"}, _IMAGENET),
+    "flattened": _Entry(Flattened, NNXFlattened, {}, _CIFAR),
+    "mobilenet_v1": _Entry(MobileNet, NNXMobileNet, {}, _IMAGENET),
+    "shufflenet_v1_g3": _Entry(ShuffleNet, NNXShuffleNet, {"groups": 3}, _IMAGENET),
+    "nasnet_a_mobile": _Entry(NASNetA, NNXNASNetA, {}, _IMAGENET),
 }
 
 
