@@ -17,6 +17,12 @@ authors' release, TF-slim's ``nets/nasnet/nasnet_utils.py`` (``NasNetANormalCell
   ``avg3(h0) + sep5(h1)``, ``b + avg3(a)``, ``sep3(a) + max3(h0)``; ``a`` is read, so it is not
   in the output.
 
+The paper's figure 4 draws one state fewer into each concatenation (not ``h1`` in the normal
+cell, not ``b`` in the reduction cell; tensorflow/models PR #5108 and issue #5325 point this
+out). The released code is what the published figures describe: with the drawn wiring, "4 @ 1056"
+would end in 880 channels and have 4,772,516 params and 518.3M mult-adds instead of 1056, 5.3M
+and 564M.
+
 Pooling is "SAME" with the padding left out of the average (TensorFlow's ``avg_pool``).
 
 :class:`NASNetA` is TF-slim's ``build_nasnet_mobile`` without the auxiliary head (a
