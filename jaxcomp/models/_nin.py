@@ -10,7 +10,7 @@ zoo's "cifar10_nin", from their cuda-convnet definition): mlpconv 5x5-192, 1x1-1
 3x3/2 max pooling; dropout 0.5; mlpconv 5x5-192, 1x1-192, 1x1-192; 3x3/2 average pooling;
 dropout 0.5; mlpconv 3x3-192, 1x1-192, then the head's 1x1-10 convolution with a ReLU and the
 8x8 global average. Every convolution has a bias and no normalization. On 32x32x3 it has
-966,986 params (the survey's "about 0.97M") and 222.8M mult-adds.
+966,986 params (the survey's "about 0.97M") and 222.5M mult-adds (no published figure).
 
 The pooling is Caffe's: windows are laid from the top-left corner and a last, partial window is
 kept where the input does not divide evenly (``ceil`` rounding, as PyTorch's ``ceil_mode=True``);
