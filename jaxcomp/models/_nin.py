@@ -470,7 +470,7 @@ class NIN(nn.Module):
 
         Args:
             x: NHWC images, ``(batch, height, width, channels)``; 32x32x3 for CIFAR-10 (at least
-                6x6 with three blocks).
+                4x4 with three blocks).
             train: if True (and ``dropout > 0``), dropout is active.
 
         Returns:
