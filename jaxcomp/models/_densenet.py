@@ -142,8 +142,8 @@ class DenseBlock(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> block = DenseBlock(layers=3, growth_rate=2)
-        >>> variables = block.init(jax.random.key(0), jnp.zeros((1, 4, 4, 5)))
-        >>> block.apply(variables, jnp.zeros((2, 4, 4, 5))).shape  # 5 + 3 * 2 channels
+        >>> variables = jax.eval_shape(block.init, jax.random.key(0), jnp.zeros((1, 4, 4, 5)))
+        >>> jax.eval_shape(block.apply, variables, jnp.zeros((2, 4, 4, 5))).shape  # 5 + 3 * 2
         (2, 4, 4, 11)
 
     References:
@@ -190,8 +190,8 @@ class Transition(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> layer = Transition()
-        >>> variables = layer.init(jax.random.key(0), jnp.zeros((1, 8, 8, 7)))
-        >>> layer.apply(variables, jnp.zeros((2, 8, 8, 7))).shape  # floor(0.5 * 7) channels
+        >>> variables = jax.eval_shape(layer.init, jax.random.key(0), jnp.zeros((1, 8, 8, 7)))
+        >>> jax.eval_shape(layer.apply, variables, jnp.zeros((2, 8, 8, 7))).shape  # floor(3.5)
         (2, 4, 4, 3)
 
     References:
@@ -243,8 +243,8 @@ class DenseNet(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> model = DenseNet(depth=10, growth_rate=2)  # a toy size: shapes only
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-        >>> model.apply(variables, jnp.zeros((2, 8, 8, 3))).shape
+        >>> variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+        >>> jax.eval_shape(model.apply, variables, jnp.zeros((2, 8, 8, 3))).shape
         (2, 10)
 
     References:
@@ -326,8 +326,8 @@ class NNXDenseBlock(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> block = NNXDenseBlock(5, layers=3, growth_rate=2, rngs=nnx.Rngs(0))
-        >>> block(jnp.zeros((2, 4, 4, 5))).shape
+        >>> block = nnx.eval_shape(lambda: NNXDenseBlock(5, 3, growth_rate=2, rngs=nnx.Rngs(0)))
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 4, 4, 5))), block).shape
         (2, 4, 4, 11)
     """
 
@@ -379,7 +379,8 @@ class NNXTransition(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> NNXTransition(7, rngs=nnx.Rngs(0))(jnp.zeros((2, 8, 8, 7))).shape
+        >>> layer = nnx.eval_shape(lambda: NNXTransition(7, rngs=nnx.Rngs(0)))
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 8, 8, 7))), layer).shape
         (2, 4, 4, 3)
     """
 
@@ -413,8 +414,12 @@ class NNXDenseNet(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXDenseNet(depth=10, growth_rate=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
-        >>> model(jnp.zeros((2, 8, 8, 3))).shape
+        >>> model = nnx.eval_shape(  # shapes only: no initializer runs
+        ...     lambda: NNXDenseNet(
+        ...         depth=10, growth_rate=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0)
+        ...     )
+        ... )
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 8, 8, 3))), model).shape
         (2, 10)
     """
 

@@ -163,8 +163,8 @@ class FractalBlock(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> block = FractalBlock(4, columns=3)
-        >>> variables = block.init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
-        >>> block.apply(variables, jnp.zeros((2, 8, 8, 2))).shape
+        >>> variables = jax.eval_shape(block.init, jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
+        >>> jax.eval_shape(block.apply, variables, jnp.zeros((2, 8, 8, 2))).shape
         (2, 8, 8, 4)
         >>> len([k for k in variables["params"] if k.startswith("Conv_")])  # 2 ** 3 - 1
         7
@@ -211,6 +211,7 @@ class FractalBlock(nn.Module):
                 y = _conv(self.features)(inputs[c])
                 y = nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM)(y)
                 ys.append(nn.relu(y))
+            y = ys[0]
             if len(ys) > 1:
                 key = self.make_rng("dropout") if train and self.local_drop > 0 else None
                 y = _join(ys, joined, self.local_drop, key, column)
@@ -241,8 +242,8 @@ class FractalNet(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> model = FractalNet(columns=2, widths=(2, 4))  # a toy size: shapes only
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-        >>> model.apply(variables, jnp.zeros((2, 8, 8, 3))).shape
+        >>> variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+        >>> jax.eval_shape(model.apply, variables, jnp.zeros((2, 8, 8, 3))).shape
         (2, 10)
 
     References:
@@ -314,8 +315,9 @@ class NNXFractalBlock(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> block = NNXFractalBlock(2, 4, columns=3, rngs=nnx.Rngs(0))
-        >>> block(jnp.zeros((2, 8, 8, 2))).shape
+        >>> block = nnx.eval_shape(lambda: NNXFractalBlock(2, 4, columns=3, rngs=nnx.Rngs(0)))
+        >>> block.eval()
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 8, 8, 2))), block).shape
         (2, 8, 8, 4)
     """
 
@@ -366,6 +368,7 @@ class NNXFractalBlock(nnx.Module):
                 y = getattr(self, f"BatchNorm_{index}")(getattr(self, f"Conv_{index}")(inputs[c]))
                 ys.append(nnx.relu(y))
                 index += 1
+            y = ys[0]
             if len(ys) > 1:
                 key = self.rngs() if train and self.local_drop > 0 else None
                 y = _join(ys, joined, self.local_drop, key, column)
@@ -394,11 +397,13 @@ class NNXFractalNet(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXFractalNet(
-        ...     columns=2, widths=(2, 4), input_shape=(8, 8, 3), rngs=nnx.Rngs(0)
+        >>> model = nnx.eval_shape(  # shapes only: no initializer runs
+        ...     lambda: NNXFractalNet(
+        ...         columns=2, widths=(2, 4), input_shape=(8, 8, 3), rngs=nnx.Rngs(0)
+        ...     )
         ... )
         >>> model.eval()
-        >>> model(jnp.zeros((2, 8, 8, 3))).shape
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 8, 8, 3))), model).shape
         (2, 10)
     """
 

@@ -154,8 +154,8 @@ class BasicBlock(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> block = BasicBlock(4, strides=2, survival=0.5)
-        >>> variables = block.init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
-        >>> block.apply(variables, jnp.zeros((3, 8, 8, 2))).shape
+        >>> variables = jax.eval_shape(block.init, jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
+        >>> jax.eval_shape(block.apply, variables, jnp.zeros((3, 8, 8, 2))).shape
         (3, 4, 4, 4)
     """
 
@@ -390,8 +390,8 @@ class Bottleneck(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> block = Bottleneck(2, strides=2)
-        >>> variables = block.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-        >>> block.apply(variables, jnp.zeros((2, 8, 8, 3))).shape
+        >>> variables = jax.eval_shape(block.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+        >>> jax.eval_shape(block.apply, variables, jnp.zeros((2, 8, 8, 3))).shape
         (2, 4, 4, 8)
 
     References:
@@ -467,8 +467,8 @@ class ImageNetResNet(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> model = ImageNetResNet(stage_sizes=(1, 1), width=2)  # a toy size: shapes only
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-        >>> model.apply(variables, jnp.zeros((2, 8, 8, 3))).shape
+        >>> variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+        >>> jax.eval_shape(model.apply, variables, jnp.zeros((2, 8, 8, 3))).shape
         (2, 1000)
 
     References:
@@ -587,8 +587,10 @@ class NNXBasicBlock(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> block = NNXBasicBlock(2, 4, strides=2, survival=0.5, rngs=nnx.Rngs(0))
-        >>> block(jnp.zeros((3, 8, 8, 2))).shape
+        >>> block = nnx.eval_shape(  # shapes only: no initializer runs
+        ...     lambda: NNXBasicBlock(2, 4, strides=2, survival=0.5, rngs=nnx.Rngs(0))
+        ... )
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((3, 8, 8, 2))), block).shape
         (3, 4, 4, 4)
     """
 
@@ -713,8 +715,8 @@ class NNXBottleneck(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> block = NNXBottleneck(3, 2, strides=2, rngs=nnx.Rngs(0))
-        >>> block(jnp.zeros((2, 8, 8, 3))).shape
+        >>> block = nnx.eval_shape(lambda: NNXBottleneck(3, 2, strides=2, rngs=nnx.Rngs(0)))
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 8, 8, 3))), block).shape
         (2, 4, 4, 8)
     """
 
@@ -774,10 +776,12 @@ class NNXImageNetResNet(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXImageNetResNet(
-        ...     stage_sizes=(1, 1), width=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0)
+        >>> model = nnx.eval_shape(  # shapes only: no initializer runs
+        ...     lambda: NNXImageNetResNet(
+        ...         stage_sizes=(1, 1), width=2, input_shape=(8, 8, 3), rngs=nnx.Rngs(0)
+        ...     )
         ... )
-        >>> model(jnp.zeros((2, 8, 8, 3))).shape
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 8, 8, 3))), model).shape
         (2, 1000)
     """
 
