@@ -115,17 +115,18 @@ def test_densenet_bc_100_12_has_769162_params():
 
 
 @pytest.mark.parametrize(
-    ("name", "kw", "input_shape", "outputs"),
+    ("name", "kw", "input_shape", "outputs", "train"),
     [
-        ("resnet18", {"width": 1}, (32, 32, 3), True),
-        ("resnet50", {"width": 1}, (32, 32, 3), False),  # its Bottleneck is compared below
+        # eval outputs only: train-mode batch norm of these blocks is resnet20's (test_models)
+        ("resnet18", {"width": 1}, (32, 32, 3), True, False),
+        ("resnet50", {"width": 1}, (32, 32, 3), False, False),  # Bottleneck: compared below
         ("fractalnet", {"columns": 2, "widths": (2, 3), "local_drop": 0.0, "global_drop": 0.0},
-         (8, 8, 3), True),
-        ("densenet_bc_100_12", {"depth": 10, "growth_rate": 2}, (8, 8, 3), True),
+         (8, 8, 3), True, True),
+        ("densenet_bc_100_12", {"depth": 10, "growth_rate": 2}, (8, 8, 3), True, True),
     ],
 )  # fmt: skip
-def test_nnx_twin_has_the_linen_paths_and_outputs(name, kw, input_shape, outputs):
-    assert_nnx_twin(name, kw, input_shape, outputs=outputs)
+def test_nnx_twin_has_the_linen_paths_and_outputs(name, kw, input_shape, outputs, train):
+    assert_nnx_twin(name, kw, input_shape, outputs=outputs, train=train)
 
 
 def _assert_block_twin(linen, make_nnx, x_shape, train=True):
