@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -14,6 +15,7 @@ from flax import linen as nn
 from flax import nnx
 
 import jaxcomp as jc
+from jaxcomp.core._tree import path_str
 from jaxcomp.errors import CheckpointError
 
 
@@ -32,17 +34,48 @@ class BNNet(nn.Module):
         return nn.Dense(10)(nn.relu(x))
 
 
+# one instance of each: ``apply_fn`` (the bound ``model.apply``) is a static field of the state,
+# and bound methods of two equal modules compare unequal, so each new instance compiles again
+MLP_NET, BN_NET = MLP(), BNNet()
+
+
 @pytest.fixture(scope="module")
 def digits():
     return jc.data.load("digits")
 
 
+# one optimizer for every state: ``tx`` is a static field of the state, and optax builds new
+# functions each call, so states with their own ``optax.adam(...)`` would compile a shared
+# jitted step (and the cached evaluation step) again for each
+TX = optax.adam(3e-3)
+
+
+def _draw(shapes, seed=0):
+    """Variables of the given shapes drawn with numpy as flax's defaults draw them (lecun-normal
+    kernels: a normal truncated to two deviations, variance 1 / fan-in; zero biases and means,
+    unit scales and variances): jax's initializers would compile a sampler for every shape."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, s):
+        name = path_str(path).rsplit("/", 1)[-1]
+        if name == "kernel":
+            w = rng.standard_normal(s.shape)
+            while np.any(out := np.abs(w) > 2):
+                w[out] = rng.standard_normal(np.sum(out))
+            w /= 0.87962566103423978 * np.sqrt(np.prod(s.shape[:-1]))  # flax's truncation factor
+        else:
+            w = np.full(s.shape, 1.0 if name in ("scale", "var") else 0.0)
+        return jnp.asarray(w.astype(s.dtype))
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def _state(model, ds, *, seed=0, transform=None):
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    variables = jc.models.init(model, k1, ds.input_shape)
+    shapes = jax.eval_shape(lambda: jc.models.init(model, jax.random.key(0), ds.input_shape))
     return jc.train.TrainState.create(
-        apply_fn=model.apply, variables=variables, tx=optax.adam(3e-3), key=k2, transform=transform
-    )
+        apply_fn=model.apply, variables=_draw(shapes, seed), tx=TX, key=jax.random.key(seed),
+        transform=transform,
+    )  # fmt: skip
 
 
 def _equal(a, b):
@@ -57,7 +90,7 @@ def step_fns():
 
 
 def test_fit_learns_and_logs(digits, step_fns, tmp_path):
-    state = _state(MLP(), digits)
+    state = _state(MLP_NET, digits)
     before = jc.train.evaluate(state, digits.x_test, digits.y_test, eval_step=step_fns[1])
     res = jc.train.fit(state, digits, batch_size=32, epochs=4, out_dir=tmp_path, progress=False,
                        train_step=step_fns[0], eval_step=step_fns[1])  # fmt: skip
@@ -69,7 +102,7 @@ def test_fit_learns_and_logs(digits, step_fns, tmp_path):
 
 
 def test_evaluate_counts_every_example_once(digits, step_fns):
-    state = _state(MLP(), digits)
+    state = _state(MLP_NET, digits)
     logits = state.apply_fn(state.variables(), digits.x_test)
     expected = int(np.sum(np.argmax(logits, -1) == digits.y_test)) / len(digits.y_test)
     for bs in (7, 100, 359, 1000):  # 359 examples: partial batches of several sizes
@@ -78,7 +111,7 @@ def test_evaluate_counts_every_example_once(digits, step_fns):
 
 
 def test_transform_update_runs_in_the_step(digits):
-    state = _state(MLP(), digits, transform=threshold_mask(0.05))
+    state = _state(MLP_NET, digits, transform=threshold_mask(0.05))
     mask = state.comp_state.mask
     res = jc.train.fit(state, digits, batch_size=64, steps=30, progress=False)
     w = np.concatenate([np.ravel(x) for x in jax.tree.leaves(res.state.cparams)])
@@ -90,20 +123,20 @@ def test_transform_update_runs_in_the_step(digits):
 
 
 def test_batch_norm_statistics_are_trained(digits):
-    state = _state(BNNet(), digits)
+    state = _state(BN_NET, digits)
     res = jc.train.fit(state, digits, batch_size=64, steps=5, progress=False)
     assert not _equal(res.state.model_state, state.model_state)
 
 
 def test_resume_is_bit_identical(digits, step_fns, tmp_path):
     kw = dict(batch_size=64, seed=3, progress=False, train_step=step_fns[0], checkpoint_every=10)
-    full = jc.train.fit(_state(MLP(), digits), digits, steps=50, out_dir=tmp_path / "a", **kw)
+    full = jc.train.fit(_state(MLP_NET, digits), digits, steps=50, out_dir=tmp_path / "a", **kw)
     # an interrupted run: 30 steps, then a new process-like start that resumes to 50
-    jc.train.fit(_state(MLP(), digits), digits, steps=30, out_dir=tmp_path / "b", **kw)
+    jc.train.fit(_state(MLP_NET, digits), digits, steps=30, out_dir=tmp_path / "b", **kw)
     with pytest.raises(CheckpointError, match="resume"):
-        jc.train.fit(_state(MLP(), digits), digits, steps=50, out_dir=tmp_path / "b", **kw)
+        jc.train.fit(_state(MLP_NET, digits), digits, steps=50, out_dir=tmp_path / "b", **kw)
     resumed = jc.train.fit(
-        _state(MLP(), digits), digits, steps=50, out_dir=tmp_path / "b", resume=True, **kw
+        _state(MLP_NET, digits), digits, steps=50, out_dir=tmp_path / "b", resume=True, **kw
     )
     assert int(resumed.state.step) == 50
     assert _equal(full.state.cparams, resumed.state.cparams)
@@ -112,12 +145,12 @@ def test_resume_is_bit_identical(digits, step_fns, tmp_path):
 
 
 def test_checkpointer_round_trip_and_mismatch(digits, tmp_path):
-    state = _state(MLP(), digits, transform=jc.chain(threshold_mask(0.05), jc.identity()))
+    state = _state(MLP_NET, digits, transform=jc.chain(threshold_mask(0.05), jc.identity()))
     ck = jc.train.Checkpointer(tmp_path / "ck")
     ck.save(state)
     back = ck.restore(state)
     assert _equal(back.cparams, state.cparams) and _equal(back.comp_state, state.comp_state)
-    other = _state(BNNet(), digits)
+    other = _state(BN_NET, digits)
     with pytest.raises(CheckpointError):
         ck.restore(other)
     ck.close()
@@ -126,7 +159,7 @@ def test_checkpointer_round_trip_and_mismatch(digits, tmp_path):
 
 
 def test_bad_arguments(digits):
-    state = _state(MLP(), digits)
+    state = _state(MLP_NET, digits)
     with pytest.raises(ValueError, match="exactly one"):
         jc.train.fit(state, digits, epochs=1, steps=1)
     with pytest.raises(ValueError, match="batch_size"):
@@ -142,14 +175,19 @@ def test_bad_arguments(digits):
         )
 
 
+def _lecun_numpy(seed):
+    """A kernel initializer drawing with numpy (see ``_draw``); it ignores the key."""
+    return lambda key, shape, dtype: _draw(jax.ShapeDtypeStruct(shape, dtype), seed)
+
+
 class NNXNet(nnx.Module):
     """Dense, batch norm, dropout, dense: params, batch_stats and rng_state all train."""
 
     def __init__(self, rngs: nnx.Rngs):
-        self.Dense_0 = nnx.Linear(64, 16, rngs=rngs)
+        self.Dense_0 = nnx.Linear(64, 16, kernel_init=_lecun_numpy(0), rngs=rngs)
         self.BatchNorm_0 = nnx.BatchNorm(16, momentum=0.9, rngs=rngs)
         self.Dropout_0 = nnx.Dropout(0.2, rngs=rngs)
-        self.Dense_1 = nnx.Linear(16, 10, rngs=rngs)
+        self.Dense_1 = nnx.Linear(16, 10, kernel_init=_lecun_numpy(1), rngs=rngs)
 
     def __call__(self, x):
         x = self.BatchNorm_0(self.Dense_0(x.reshape((x.shape[0], -1))))
@@ -159,7 +197,7 @@ class NNXNet(nnx.Module):
 def _nnx_state(seed=0, transform=None):
     k1, k2 = jax.random.split(jax.random.key(seed))
     model = NNXNet(nnx.Rngs(params=k1, dropout=k1))
-    return jc.train.TrainState.create(model=model, tx=optax.adam(3e-3), key=k2, transform=transform)
+    return jc.train.TrainState.create(model=model, tx=TX, key=k2, transform=transform)
 
 
 def _key_data(tree):
@@ -188,7 +226,10 @@ def test_nnx_resume_is_bit_identical(digits, tmp_path):
 
 def test_nnx_and_linen_twins_train_alike(digits):
     """The same weights and data: an NNX model trains and evaluates as its linen twin."""
-    model = jc.models.get("lenet300", api="nnx", key=jax.random.key(0), input_shape=(8, 8, 1))
+    kw = dict(api="nnx", key=jax.random.key(0), input_shape=(8, 8, 1))
+    build = lambda: jc.models.get("lenet300", **kw)
+    apply_fn, shapes = jc.adapt.functional(nnx.eval_shape(build))
+    model = apply_fn.merge(_draw(shapes))  # numpy weights: no initializer compiled
     nnx_state = jc.train.TrainState.create(
         model=model, tx=optax.sgd(0.1), key=jax.random.key(1), transform=threshold_mask(0.05)
     )
@@ -228,7 +269,7 @@ def test_create_takes_an_nnx_model_or_linen_apply_and_variables():
 
 
 def test_params_apply_the_transform_whatever_cparams_hold(digits):
-    state = _state(MLP(), digits, transform=jc.prune.magnitude(sparsity=0.5))
+    state = _state(MLP_NET, digits, transform=jc.prune.magnitude(sparsity=0.5))
     dense = jax.tree.map(lambda w: w + 1.0, state.cparams)  # no exact zeros where pruned
     loaded = state.replace(cparams=dense)
     params = loaded.params
@@ -252,6 +293,7 @@ def test_params_apply_the_transform_whatever_cparams_hold(digits):
 
 _SHARDED = textwrap.dedent(
     """
+    import sys
     import jax, numpy as np, optax
     import jaxcomp as jc
     from flax import linen as nn
@@ -264,11 +306,15 @@ _SHARDED = textwrap.dedent(
             x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
             return nn.Dense(10)(nn.relu(x))
 
-    ds = jc.data.load("digits")
+    ds = jc.data.load(sys.argv[1])  # the digits, as an .npz (no scikit-learn import)
     model = BNNet()
+    # numpy weights of the model's shapes (no initializer compiled), variances positive
+    shapes = jax.eval_shape(lambda: jc.models.init(model, jax.random.key(0), ds.input_shape))
+    rng = np.random.default_rng(0)
+    v0 = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+    v0["batch_stats"]["BatchNorm_0"]["var"] = np.abs(v0["batch_stats"]["BatchNorm_0"]["var"]) + 1
     def state():
-        v = jc.models.init(model, jax.random.key(0), ds.input_shape)
-        return jc.train.TrainState.create(apply_fn=model.apply, variables=v,
+        return jc.train.TrainState.create(apply_fn=model.apply, variables=v0,
                                           tx=optax.sgd(0.1), key=jax.random.key(1))
     step = jc.train.make_train_step(donate=False)
     mesh = jc.train.data_mesh()
@@ -296,19 +342,23 @@ _SHARDED = textwrap.dedent(
 )
 
 
-def test_four_device_sharded_step_equals_single_device():
+def test_four_device_sharded_step_equals_single_device(digits, tmp_path):
+    data = tmp_path / "digits.npz"
+    np.savez(data, x_train=digits.x_train, y_train=digits.y_train, x_test=digits.x_test,
+             y_test=digits.y_test)  # fmt: skip
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")  # fmt: skip
     out = subprocess.run(
-        [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=300
-    )
+        [sys.executable, "-c", _SHARDED, str(data)], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SHARDED-OK" in out.stdout
 
 
 def test_penalty_trains_a_soft_sharing_prior(digits):
     t = jc.prune.soft_sharing(components=4)
-    state = _state(MLP(), digits, transform=t)
+    state = _state(MLP_NET, digits, transform=t)
     tau = 1e-3
     step = jc.train.make_train_step(
         penalty=lambda c, s: tau * jc.prune.soft_sharing_penalty(c, s), donate=False

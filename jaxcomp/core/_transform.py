@@ -87,14 +87,28 @@ def _no_update(cparams: CParams, state: State, *, step: Any = None, grads: Any =
     return cparams, state
 
 
+def _identity_init(params: Params) -> tuple[CParams, State]:
+    return params, EmptyState()
+
+
+def _identity_apply(cparams: CParams, state: State) -> Any:
+    return cparams
+
+
+# one instance: a transform is a static field of a jitted state (``TrainState.transform``), so
+# states built with their own identity would compile the same step again
+_IDENTITY = Transform(
+    init=_identity_init, apply=_identity_apply, update=_no_update, finalize=_identity_apply
+)
+
+
 def identity() -> Transform:
-    """The transform that changes nothing: ``apply(init(p)) == p``."""
-    return Transform(
-        init=lambda params: (params, EmptyState()),
-        apply=lambda cparams, state: cparams,
-        update=_no_update,
-        finalize=lambda cparams, state: cparams,
-    )
+    """The transform that changes nothing: ``apply(init(p)) == p``.
+
+    Every call returns the same (stateless) transform, so the jitted steps of states that use it
+    are compiled once.
+    """
+    return _IDENTITY
 
 
 class ChainState(NamedTuple):

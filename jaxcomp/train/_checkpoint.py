@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxcomp.errors import CheckpointError
@@ -42,6 +43,16 @@ def _rewrap(template: Any, restored: Any) -> Any:
         template,
         restored,
     )
+
+
+def _placed_like(template: Any, restored: Any) -> Any:
+    """``restored`` uncommitted to a device where ``template`` is (a fresh state's arrays): jit
+    compiles again for committed arguments, so a resumed state would not reuse the steps compiled
+    for a fresh one."""
+    if isinstance(template, jax.Array) and not template.committed:
+        if isinstance(restored, jax.Array) and restored.committed:
+            return jax.device_put(np.asarray(restored))
+    return restored
 
 
 class Checkpointer:
@@ -92,9 +103,9 @@ class Checkpointer:
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} does not fit this model and transform: {e}"
             ) from e
-        restored = _rewrap(
-            {k: getattr(template, k) for k in target}, {k: restored[k] for k in target}
-        )
+        templates = {k: getattr(template, k) for k in target}
+        restored = jax.tree.map(_placed_like, target, {k: restored[k] for k in target})
+        restored = _rewrap(templates, restored)
         return template.replace(**restored)
 
     def close(self) -> None:
