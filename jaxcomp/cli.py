@@ -260,6 +260,26 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _refuse_checkpoints(out: str) -> None:
+    """Refuses an ``--out`` that holds a run's checkpoints before any work is done (``fit``
+    would refuse it too, after the data is loaded and the model built)."""
+    ckdir = os.path.join(out, "checkpoints")
+    if not os.path.isdir(ckdir):
+        return
+    from jaxcomp.train import Checkpointer
+
+    ck = Checkpointer(ckdir)
+    try:
+        latest = ck.latest_step()
+    finally:
+        ck.close()
+    if latest is not None:
+        raise _UsageError(
+            f"{ckdir} already holds checkpoints (latest step {latest}); pass --resume to "
+            "continue, or choose another --out"
+        )
+
+
 def _restore_variables(model: Any, ds: Any, folder: str) -> dict[str, Any]:
     """The variables of the latest checkpoint of a ``jaxcomp train`` output folder."""
     import jax
@@ -479,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             if args.resume and not os.path.isdir(args.out):
                 raise _UsageError(f"--resume: {args.out} does not exist")
+            if not args.resume:
+                _refuse_checkpoints(args.out)
             report = _train(args)
         elif args.command == "compress":
             report = _compress(args)
