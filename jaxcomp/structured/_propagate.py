@@ -458,6 +458,7 @@ class _Tracer:
     def pad(self, eqn: Any, fields) -> tuple[Field, ...]:
         config = eqn.params["padding_config"]
         out_shape = _shape(eqn.outvars[0])
+        in_shape = _shape(eqn.invars[0])
         out = []
         for f in fields:
             for axis, (lo, hi, interior) in enumerate(config):
@@ -479,6 +480,14 @@ class _Tracer:
                     blocks.append(np.broadcast_to(self.uf.fresh(shape, pinned=False), target))
                 f = np.concatenate([blocks[0], f, blocks[2]], axis=axis)
             out.append(_compress(f))
+        for axis, n in enumerate(out_shape):
+            # an axis of size 1 carries no ids (a one-channel tensor is untracked); padded to
+            # more (ResNet's zero-padded shortcut from one channel), every position is pinned, so
+            # that what it is added to keeps its width there
+            if in_shape[axis] == 1 < n and not any(f.shape[axis] > 1 for f in out):
+                shape = [1] * len(out_shape)
+                shape[axis] = n
+                out.append(self.uf.fresh(shape, pinned=True))
         return tuple(out)
 
     def slice(self, fields, start, limit, strides) -> tuple[Field, ...]:

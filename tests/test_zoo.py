@@ -1,0 +1,149 @@
+"""Every model of the zoo takes every compression (issue 14), at toy sizes.
+
+For each registered network: magnitude pruning leaves exactly the requested zeros and the model
+runs on them; fake quantization's baked codes are what it trained with and the model runs on them
+within a quantization step of dense; SVD at full rank through ``run_factorized`` equals the dense
+model; W8A8 activation quantization calibrates and stays close to dense; and structured pruning
+finds the channel groups and the physically smaller model computes the masked model.
+"""
+
+import functools
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _models_util import random_like
+from _models_util import shapes
+
+import jaxcomp as jc
+from jaxcomp import models
+
+_GOOGLENET = {"stem": (1, 2, 2), "modules": [(1, 1, 2, 1, 1, 1)] * 9, "dropout": 0.0}
+_SQUEEZENET = {"stem": 2, "base_e": 4, "incr_e": 2, "squeeze_ratio": 0.5, "dropout": 0.0}
+_FRACTAL = {"columns": 2, "widths": (2, 3), "local_drop": 0.0, "global_drop": 0.0}
+
+# every registered name at a toy size (widths of a few channels, small inputs)
+TOYS = {
+    "lenet300": ({}, (28, 28, 1)),
+    "lenet300100": ({}, (28, 28, 1)),
+    "lenet5": ({}, (16, 16, 1)),
+    "vgg_small": ({"widths": (4, 8)}, (8, 8, 3)),
+    "resnet20": ({"width": 2}, (8, 8, 3)),
+    # the deep CIFAR ResNets at depth 8 (their class and other fixed attributes, one block a stage)
+    "resnet56": ({"width": 1, "depth": 8}, (4, 4, 3)),
+    "resnet110": ({"width": 1, "depth": 8}, (4, 4, 3)),
+    "resnet110_sd": ({"width": 1, "depth": 8}, (4, 4, 3)),
+    "resnet18": ({"width": 1}, (32, 32, 3)),
+    "resnet50": ({"width": 1}, (32, 32, 3)),
+    "fractalnet": (_FRACTAL, (8, 8, 3)),
+    "densenet_bc_100_12": ({"depth": 10, "growth_rate": 2}, (8, 8, 3)),
+    "nin": ({"widths": ((3, 2), (3, 2), (2,)), "dropout": 0.0}, (8, 8, 3)),
+    "vgg16": ({"widths": (1, 2, 2, 2, 2), "hidden": 3, "dropout": 0.0}, (32, 32, 3)),
+    "vgg16_cifar": ({"widths": (1, 2, 2, 2, 2)}, (32, 32, 3)),
+    "googlenet": (_GOOGLENET, (15, 15, 3)),
+    "squeezenet1_0": (_SQUEEZENET, (21, 21, 3)),
+    "squeezenet1_1": (_SQUEEZENET, (17, 17, 3)),
+    "mobilenet_v1": ({"alpha": 1 / 16, "repeats": 1}, (32, 32, 3)),
+    "shufflenet_v1_g3": ({"widths": (12, 24), "stem": 3, "repeats": (2, 1)}, (16, 16, 3)),
+    "flattened": ({"widths": (2, 4), "kernel_size": 3}, (8, 8, 3)),
+    "nasnet_a_mobile": (
+        {"num_cells": 1, "penultimate_filters": 96, "stem_filters": 4}, (32, 32, 3)
+    ),
+}  # fmt: skip
+
+
+def test_toys_cover_the_registry():
+    assert set(TOYS) == set(models.names())
+
+
+class Case(NamedTuple):
+    model: Any
+    variables: dict[str, Any]
+    x: jax.Array
+    run: Any  # the jitted eval-mode apply
+    dense: jax.Array  # its output on x
+
+
+@functools.cache
+def _case(name):
+    kw, shape = TOYS[name]
+    entry = models._registry._MODELS[name]
+    # the registry's class with the attributes its name fixes, overridden by the toy's
+    model = entry.cls(num_classes=5, **{**entry.fixed, **kw})
+    variables = random_like(shapes(model, shape), 0)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, *shape)), jnp.float32)
+    run = jax.jit(functools.partial(model.apply, train=False))
+    return Case(model, variables, x, run, run(variables, x))
+
+
+def _close(a, b, tol):
+    scale = float(jnp.abs(b).max()) + 1e-6
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+
+
+@pytest.mark.parametrize("name", sorted(TOYS))
+def test_pruning_and_fake_quantization(name):
+    case = _case(name)
+    variables, x, run = case.variables, case.x, case.run
+    params = variables["params"]
+    prune = jc.prune.magnitude(sparsity=0.5)
+    quant = jc.quant.fake_quant(bits=8)
+
+    @jax.jit  # one compile for all leaves (eager calls compile each op per leaf shape)
+    def compress(params):
+        pruned = prune.apply(*prune.init(params))
+        c, s = quant.init(params)
+        baked = quant.finalize(c, s)
+        return pruned, quant.apply(c, s), baked, jc.to_dense(baked)
+
+    pruned, quantized, baked, baked_dense = compress(params)
+    kernels = [
+        (jc.core.path_str(p), leaf, pruned_leaf)
+        for (p, leaf), pruned_leaf in zip(
+            jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(pruned), strict=True
+        )
+        if jc.core.path_str(p).endswith("kernel")
+    ]
+    assert kernels
+    for path, leaf, pruned_leaf in kernels:  # every kernel at exactly half zeros
+        zeros = int(np.sum(np.asarray(pruned_leaf) == 0))
+        assert zeros in (leaf.size // 2, (leaf.size + 1) // 2), path
+    assert np.isfinite(run({**variables, "params": pruned}, x)).all()
+    # the baked int8 codes are what the model was trained with, and it runs close to dense
+    jax.tree.map(np.testing.assert_array_equal, baked_dense, quantized)
+    assert any(jc.is_compressed(n) for n in jax.tree.leaves(baked, is_leaf=jc.is_compressed))
+    _close(run({**variables, "params": quantized}, x), case.dense, 0.05)
+
+
+@pytest.mark.parametrize("name", sorted(TOYS))
+def test_full_rank_svd_runs_factorized_and_equals_dense(name):
+    model, variables, x, _, dense = _case(name)
+    t = jc.lowrank.svd(energy=1.0)  # factorized on the host (numpy), every kernel at full rank
+    factors = t.finalize(*t.init(variables["params"]))
+    fast = jax.jit(functools.partial(jc.adapt.run_factorized(model.apply), train=False))
+    _close(fast({**variables, "params": factors}, x), dense, 1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(TOYS))
+def test_w8a8_activations_calibrate_and_stay_close(name):
+    model, variables, x, _, dense = _case(name)
+    q = jc.quant.activations(model.apply, rules=[(".*", 8)])
+    y, stats = jax.jit(functools.partial(q, train=False, mutable=["quant_stats"]))(variables, x)
+    assert jax.tree.leaves(stats["quant_stats"])
+    _close(y, dense, 0.05)
+
+
+@pytest.mark.parametrize("name", sorted(TOYS))
+def test_structured_groups_and_the_smaller_model(name):
+    model, variables, x, run, _ = _case(name)
+    apply = functools.partial(model.apply, train=False)
+    groups = jc.structured.groups(apply, variables, x[:1])
+    assert len(groups) >= 1
+    masks = jc.structured.masks(apply, variables, x, ratio=0.5, groups=groups)
+    small_apply, small = jc.structured.shrink(apply, variables, masks)
+    masked = run(jc.structured.apply_masks(variables, masks), x)
+    _close(jax.jit(small_apply)(small, x), masked, 1e-5)
+    assert jc.analysis.param_count(small["params"]) < jc.analysis.param_count(variables["params"])
