@@ -2,6 +2,20 @@
 
 import os
 
+# The suite's time is mostly XLA compiling tiny programs, not running them: LLVM's cheaper
+# optimization level compiles ~20% faster (test_structured.py: 82 -> 64 CPU s) and the programs
+# compute the same functions. Set before JAX starts its backend; a user's XLA_FLAGS are kept.
+os.environ["XLA_FLAGS"] = " ".join(
+    filter(
+        None,
+        [
+            os.environ.get("XLA_FLAGS"),
+            "--xla_backend_optimization_level=0",
+            "--xla_llvm_disable_expensive_passes=true",
+        ],
+    )
+)
+
 import jax
 import jax.numpy as jnp
 import pytest
