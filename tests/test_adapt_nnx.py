@@ -240,3 +240,20 @@ def test_train_rngs_and_mutable_pass_through_to_the_module():
     assert float(jnp.mean(c.inputs["Dense_1"] == 0)) > 0.2  # dropout ran, with the given key
     y, _ = jc.adapt.capture(nnx_apply, outputs="Dense_1")(v, x, train=False)
     _close(y, nnx_apply(v, x, train=False))
+
+
+def test_functional_apply_never_writes_into_the_callers_numpy_variables():
+    # NNX updates batch statistics in place when a variable holds a numpy array: the caller's
+    # variables must come back unchanged from a train-mode call
+    model = jc.models.get("vgg_small", api="nnx", key=jax.random.key(0), input_shape=(4, 4, 1),
+                          widths=(2,), convs_per_stage=1, hidden=3)  # fmt: skip
+    apply, variables = jc.adapt.functional(model)
+    rng = np.random.default_rng(0)
+    mine = jax.tree.map(lambda a: rng.uniform(0.5, 1.5, a.shape).astype(np.float32), variables)
+    before = jax.tree.map(np.copy, mine)
+    x = rng.standard_normal((2, 4, 4, 1)).astype(np.float32)
+    _, stats = apply(mine, x, train=True, mutable=["batch_stats"])
+    jax.tree.map(np.testing.assert_array_equal, mine, before)
+    assert not np.allclose(
+        stats["batch_stats"]["BatchNorm_0"]["mean"], mine["batch_stats"]["BatchNorm_0"]["mean"]
+    )

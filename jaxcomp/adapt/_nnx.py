@@ -40,6 +40,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 __all__ = ["NNXApply", "collection_name", "functional"]
@@ -231,6 +232,11 @@ class NNXApply:
                 except KeyError:
                     missing.append(f"{name}/{_path_str(path)}")
                     continue
+            # numpy leaves become jax arrays: NNX writes updated statistics into a numpy array
+            # in place, which would change the caller's variables
+            value = jax.tree.map(
+                lambda a: jnp.asarray(a) if isinstance(a, np.ndarray) else a, value
+            )
             flat.append((path, abstract.replace(value)))
         stops: dict[str, set[tuple[str, ...]]] = {}
         for path, name, _ in self.abstract:
