@@ -1,4 +1,10 @@
-"""Reference Flax models (linen and NNX) for compression experiments: LeNets, VGG, ResNets."""
+"""The survey's architectures (section 2) as Flax models, linen and NNX, for compression.
+
+Blocks (1x1 mlpconv, global-average-pooling head, fire, Inception, factorized Inception,
+residual basic and bottleneck with stochastic depth, fractal, dense and transition, flattened,
+depthwise separable, shuffle unit, NASNet-A cells) and networks by name (:func:`get`); see
+docs/architectures.md for their papers and sizes.
+"""
 
 from jaxcomp.models._densenet import DenseBlock
 from jaxcomp.models._densenet import DenseNet

@@ -139,8 +139,13 @@ def get(
     and the same ``where=`` rules select the same leaves.
 
     Args:
-        name: one of :func:`names` (``"lenet300"`` or its alias ``"lenet300100"``, ``"lenet5"``,
-            ``"vgg_small"``, ``"resnet20"``, ``"resnet56"``, ``"resnet110"``).
+        name: one of :func:`names`: ``"lenet300"`` (alias ``"lenet300100"``), ``"lenet5"``,
+            ``"vgg_small"``, ``"vgg16"``, ``"vgg16_cifar"``, ``"nin"``, ``"googlenet"``,
+            ``"squeezenet1_0"``, ``"squeezenet1_1"``, ``"resnet20"``, ``"resnet56"``,
+            ``"resnet110"``, ``"resnet110_sd"``, ``"resnet18"``, ``"resnet50"``,
+            ``"fractalnet"``, ``"densenet_bc_100_12"``, ``"flattened"``, ``"mobilenet_v1"``,
+            ``"shufflenet_v1_g3"``, ``"nasnet_a_mobile"`` (docs/architectures.md lists their
+            papers and sizes).
         num_classes: number of output logits.
         api: ``"linen"`` (an unbound module to ``init``) or ``"nnx"`` (an initialized
             ``nnx.Module``, in NNX's default train mode; call ``.eval()`` for inference).
@@ -210,7 +215,9 @@ def input_shape(name: str) -> tuple[int, ...]:
         name: one of :func:`names`.
 
     Returns:
-        ``(28, 28, 1)`` for the LeNets, ``(32, 32, 3)`` for ``vgg_small`` and the ResNets.
+        ``(28, 28, 1)`` for the LeNets, ``(32, 32, 3)`` for the CIFAR networks (``vgg_small``,
+        ``vgg16_cifar``, ``nin``, the CIFAR ResNets, ``fractalnet``, ``densenet_bc_100_12``,
+        ``flattened``) and ``(224, 224, 3)`` for the ImageNet ones.
 
     Raises:
         ValueError: if ``name`` is unknown.
