@@ -116,7 +116,8 @@ def layer_config(module: Any) -> LayerConfig | None:
     Examples:
         >>> from flax import linen as nn, nnx
         >>> a = layer_config(nn.Conv(8, (3, 3), strides=2))
-        >>> b = layer_config(nnx.Conv(4, 8, (3, 3), strides=2, rngs=nnx.Rngs(0)))
+        >>> b = layer_config(nnx.eval_shape(  # abstract weights: the layer's settings are enough
+        ...     lambda: nnx.Conv(4, 8, (3, 3), strides=2, rngs=nnx.Rngs(0))))
         >>> a.kind, a.features, a.strides, a.padding == b.padding, a.strides == b.strides
         ('conv', 8, (2, 2), True, True)
     """

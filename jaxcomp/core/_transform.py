@@ -262,9 +262,9 @@ def chain(*transforms: Transform) -> Transform:
       A :class:`Transform` whose state is a :class:`ChainState`.
 
     Examples:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax.numpy as jnp, numpy as np
         >>> import jaxcomp as jc
-        >>> params = {"Dense_0": {"kernel": jax.random.normal(jax.random.key(0), (8, 8))}}
+        >>> params = {"Dense_0": {"kernel": np.random.default_rng(0).standard_normal((8, 8))}}
         >>> t = jc.chain(jc.prune.magnitude(sparsity=0.75), jc.quant.fake_quant(bits=8))
         >>> c, s = t.init(params)
         >>> q = t.finalize(c, s)["Dense_0"]["kernel"]

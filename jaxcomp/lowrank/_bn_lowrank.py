@@ -80,8 +80,10 @@ class LowRankConv(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> layer = LowRankConv(features=8, kernel_size=(3, 3), rank=4)
-        >>> v = layer.init(jax.random.key(0), jnp.ones((1, 6, 6, 3)))
-        >>> layer.apply(v, jnp.ones((2, 6, 6, 3))).shape
+        >>> v = jax.eval_shape(layer.init, jax.random.key(0), jnp.ones((1, 6, 6, 3)))  # shapes
+        >>> v["params"]["vertical"]["kernel"].shape, v["params"]["horizontal"]["kernel"].shape
+        ((3, 1, 3, 4), (1, 3, 4, 8))
+        >>> jax.eval_shape(layer.apply, v, jnp.ones((2, 6, 6, 3))).shape
         (2, 6, 6, 8)
     """
 

@@ -216,8 +216,8 @@ class PredictedDense(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> layer = PredictedDense(features=3, rank=4)
-        >>> v = layer.init(jax.random.key(0), jnp.ones((2, 16)))
-        >>> v["params"]["alpha"].shape, layer.apply(v, jnp.ones((2, 16))).shape
+        >>> v = jax.eval_shape(layer.init, jax.random.key(0), jnp.ones((2, 16)))  # shapes only
+        >>> v["params"]["alpha"].shape, jax.eval_shape(layer.apply, v, jnp.ones((2, 16))).shape
         ((4, 3), (2, 3))
     """
 

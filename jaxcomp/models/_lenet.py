@@ -123,8 +123,11 @@ class LeNet5(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> model = LeNet5()
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-        >>> model.apply(variables, jnp.zeros((2, 28, 28, 1))).shape
+        >>> x = jnp.zeros((2, 28, 28, 1))
+        >>> variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only
+        >>> sum(p.size for p in jax.tree.leaves(variables["params"]))
+        431080
+        >>> jax.eval_shape(model.apply, variables, x).shape
         (2, 10)
     """
 
@@ -220,8 +223,8 @@ class NNXLeNet5(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXLeNet5(rngs=nnx.Rngs(0))
-        >>> model(jnp.zeros((2, 28, 28, 1))).shape
+        >>> model = nnx.eval_shape(lambda: NNXLeNet5(rngs=nnx.Rngs(0)))  # shapes only
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 28, 28, 1))), model).shape
         (2, 10)
     """
 

@@ -238,8 +238,8 @@ class ResNet(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> model = ResNet(depth=8, width=1)  # a toy size: a shapes-only example
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-        >>> model.apply(variables, jnp.zeros((2, 32, 32, 3))).shape
+        >>> variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+        >>> jax.eval_shape(model.apply, variables, jnp.zeros((2, 32, 32, 3))).shape
         (2, 10)
     """
 
@@ -654,8 +654,10 @@ class NNXResNet(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXResNet(depth=8, width=1, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
-        >>> model(jnp.zeros((2, 8, 8, 3))).shape
+        >>> model = nnx.eval_shape(  # shapes only: no initializer runs
+        ...     lambda: NNXResNet(depth=8, width=1, input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+        ... )
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 8, 8, 3))), model).shape
         (2, 10)
     """
 
