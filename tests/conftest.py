@@ -1,6 +1,14 @@
 """Shared test settings: strict shapes, warnings as errors (pyproject), tiny shared fixtures."""
 
 import os
+import sys
+
+# Each xdist worker gets one BLAS thread (numpy's OpenBLAS, used by the host-side decompositions):
+# two workers on two cores with OpenBLAS's own threads spinning made a 784x300 SVD take 10 s
+# instead of 0.07 s. Must be set before numpy is first imported.
+if "numpy" not in sys.modules:
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 # The suite's time is mostly XLA compiling tiny programs, not running them: LLVM's cheaper
 # optimization level compiles ~20% faster (test_structured.py: 82 -> 64 CPU s) and the programs

@@ -65,18 +65,43 @@ class Case(NamedTuple):
     x: jax.Array
     run: Any  # the jitted eval-mode apply
     dense: jax.Array  # its output on x
+    factorized: Any  # the jitted eval-mode apply through run_factorized
+    w8a8: Any  # the jitted calibrating apply with quantized activations
 
 
-@functools.cache
 def _case(name):
     kw, shape = TOYS[name]
     entry = models._registry._MODELS[name]
-    # the registry's class with the attributes its name fixes, overridden by the toy's
-    model = entry.cls(num_classes=5, **{**entry.fixed, **kw})
+    # the registry's class with the attributes its name fixes, overridden by the toy's; names
+    # whose toys coincide (an alias, the deep ResNets at depth 8) share one case and its compiles
+    attrs = {**entry.fixed, **kw}
+    return _build(entry.cls, repr(sorted(attrs.items())), shape, name)
+
+
+@functools.cache
+def _build(cls, key, shape, name):
+    kw, _ = TOYS[name]
+    entry = models._registry._MODELS[name]
+    model = cls(num_classes=5, **{**entry.fixed, **kw})
     variables = random_like(shapes(model, shape), 0)
     x = jnp.asarray(np.random.default_rng(1).standard_normal((2, *shape)), jnp.float32)
     run = jax.jit(functools.partial(model.apply, train=False))
-    return Case(model, variables, x, run, run(variables, x))
+    factorized = jax.jit(functools.partial(jc.adapt.run_factorized(model.apply), train=False))
+    q = jc.quant.activations(model.apply, rules=[(".*", 8)])
+    w8a8 = jax.jit(functools.partial(q, train=False, mutable=["quant_stats"]))
+    return Case(model, variables, x, run, run(variables, x), factorized, w8a8)
+
+
+_PRUNE = jc.prune.magnitude(sparsity=0.5)
+_QUANT = jc.quant.fake_quant(bits=8)
+
+
+@jax.jit  # one compile per params structure (eager calls compile each op per leaf shape)
+def _compress(params):
+    pruned = _PRUNE.apply(*_PRUNE.init(params))
+    c, s = _QUANT.init(params)
+    baked = _QUANT.finalize(c, s)
+    return pruned, _QUANT.apply(c, s), baked, jc.to_dense(baked)
 
 
 def _close(a, b, tol):
@@ -89,17 +114,7 @@ def test_pruning_and_fake_quantization(name):
     case = _case(name)
     variables, x, run = case.variables, case.x, case.run
     params = variables["params"]
-    prune = jc.prune.magnitude(sparsity=0.5)
-    quant = jc.quant.fake_quant(bits=8)
-
-    @jax.jit  # one compile for all leaves (eager calls compile each op per leaf shape)
-    def compress(params):
-        pruned = prune.apply(*prune.init(params))
-        c, s = quant.init(params)
-        baked = quant.finalize(c, s)
-        return pruned, quant.apply(c, s), baked, jc.to_dense(baked)
-
-    pruned, quantized, baked, baked_dense = compress(params)
+    pruned, quantized, baked, baked_dense = _compress(params)
     kernels = [
         (jc.core.path_str(p), leaf, pruned_leaf)
         for (p, leaf), pruned_leaf in zip(
@@ -120,30 +135,40 @@ def test_pruning_and_fake_quantization(name):
 
 @pytest.mark.parametrize("name", sorted(TOYS))
 def test_full_rank_svd_runs_factorized_and_equals_dense(name):
-    model, variables, x, _, dense = _case(name)
+    case = _case(name)
     t = jc.lowrank.svd(energy=1.0)  # factorized on the host (numpy), every kernel at full rank
-    factors = t.finalize(*t.init(variables["params"]))
-    fast = jax.jit(functools.partial(jc.adapt.run_factorized(model.apply), train=False))
-    _close(fast({**variables, "params": factors}, x), dense, 1e-4)
+    factors = t.finalize(*t.init(case.variables["params"]))
+    _close(case.factorized({**case.variables, "params": factors}, case.x), case.dense, 1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(TOYS))
 def test_w8a8_activations_calibrate_and_stay_close(name):
-    model, variables, x, _, dense = _case(name)
-    q = jc.quant.activations(model.apply, rules=[(".*", 8)])
-    y, stats = jax.jit(functools.partial(q, train=False, mutable=["quant_stats"]))(variables, x)
+    case = _case(name)
+    y, stats = case.w8a8(case.variables, case.x)
     assert jax.tree.leaves(stats["quant_stats"])
-    _close(y, dense, 0.05)
+    _close(y, case.dense, 0.05)
+
+
+_SHRUNK: dict[int, Any] = {}  # per case: names whose toys coincide shrink once
+
+
+def _shrunk(case):
+    if id(case) not in _SHRUNK:
+        apply = functools.partial(case.model.apply, train=False)
+        groups = jc.structured.groups(apply, case.variables, case.x[:1])
+        masks = jc.structured.masks(apply, case.variables, case.x, ratio=0.5, groups=groups)
+        small_apply, small = jc.structured.shrink(apply, case.variables, masks)
+        masked = case.run(jc.structured.apply_masks(case.variables, masks), case.x)
+        _SHRUNK[id(case)] = groups, small, jax.jit(small_apply)(small, case.x), masked
+    return _SHRUNK[id(case)]
 
 
 @pytest.mark.parametrize("name", sorted(TOYS))
 def test_structured_groups_and_the_smaller_model(name):
-    model, variables, x, run, _ = _case(name)
-    apply = functools.partial(model.apply, train=False)
-    groups = jc.structured.groups(apply, variables, x[:1])
+    case = _case(name)
+    groups, small, out, masked = _shrunk(case)
     assert len(groups) >= 1
-    masks = jc.structured.masks(apply, variables, x, ratio=0.5, groups=groups)
-    small_apply, small = jc.structured.shrink(apply, variables, masks)
-    masked = run(jc.structured.apply_masks(variables, masks), x)
-    _close(jax.jit(small_apply)(small, x), masked, 1e-5)
-    assert jc.analysis.param_count(small["params"]) < jc.analysis.param_count(variables["params"])
+    _close(out, masked, 1e-5)
+    assert jc.analysis.param_count(small["params"]) < jc.analysis.param_count(
+        case.variables["params"]
+    )
