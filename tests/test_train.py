@@ -346,8 +346,10 @@ def test_four_device_sharded_step_equals_single_device(digits, tmp_path):
     data = tmp_path / "digits.npz"
     np.savez(data, x_train=digits.x_train, y_train=digits.y_train, x_test=digits.x_test,
              y_test=digits.y_test)  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")  # fmt: skip
+    # four CPU devices, and the suite's own XLA flags (conftest) kept
+    flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                   "--xla_force_host_platform_device_count=4"]))  # fmt: skip
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     out = subprocess.run(
         [sys.executable, "-c", _SHARDED, str(data)], env=env, capture_output=True, text=True,
         timeout=300,
