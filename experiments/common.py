@@ -6,6 +6,7 @@ each smoke) and writes its results as JSON next to a Markdown table for ``docs/`
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -20,6 +21,14 @@ import jaxcomp as jc
 # one compiled evaluation per model architecture for every script (jit caches on the state's
 # static fields): the experiments evaluate through this step, not fresh ones
 EVAL_STEP = jc.train.make_eval_step()
+
+
+@functools.cache
+def adam(lr: float) -> optax.GradientTransformation:
+    """One ``optax.adam(lr)`` per learning rate: the optimizer is a static field of the train
+    state, compared by identity, so states with equal but separate optimizers (the same model
+    and transform) would compile the shared evaluation step again."""
+    return optax.adam(lr)
 
 
 def train(
@@ -47,7 +56,7 @@ def train(
     if variables is None:
         variables = jc.models.init(model, k_init, data.input_shape)
     state = jc.train.TrainState.create(
-        apply_fn=apply_fn or model.apply, variables=variables, tx=optax.adam(lr), key=k_train,
+        apply_fn=apply_fn or model.apply, variables=variables, tx=adam(lr), key=k_train,
         transform=transform,
     )  # fmt: skip
     if epochs is None and steps is None:
