@@ -57,10 +57,11 @@ def _states(name: str, shape: tuple[int, ...]) -> dict[str, jc.train.TrainState]
     make = lambda t: jc.train.TrainState.create(
         apply_fn=model.apply, variables=v, tx=optax.adam(1e-3), key=jax.random.key(1), transform=t
     )
-    dense, m = make(None), make(masked)
-    # masks at 50% (as in the middle of the schedule), so the masked step does real work
-    c, s = prune.magnitude(sparsity=0.5).init(v["params"])
-    m = m.replace(cparams=c, comp_state=s)
+    dense = make(None)
+    # masks at 50% (as in the middle of the schedule), so the masked step does real work: a 50%
+    # pruner's state (the scheduled pruner's structure), stepped by the scheduled pruner (its
+    # own init would compute masks at the schedule's start only to be replaced)
+    m = make(prune.magnitude(sparsity=0.5)).replace(transform=masked)
     off_grid = m.replace(step=jnp.int32(5 * UPDATE_EVERY + 4))  # next step is not on the grid
     on_grid = m.replace(step=jnp.int32(5 * UPDATE_EVERY - 1))  # next step recomputes
     control = jax.tree.map(jnp.copy, dense)  # a second dense step: the noise floor of the ratio
