@@ -72,7 +72,7 @@ def test_dsod_objective_adds_weighted_auxiliary_losses():
 
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
     y = np.array([0, 1, 2, 3])
-    model = dsod.DSODNet(heads=True, **dsod.SMOKE)
+    model = dsod.DSODNet(heads=True, **{**dsod.SMOKE, "stem": (2,)})
     state = jc.train.TrainState.create(
         apply_fn=model.apply, variables=init_variables(model, (8, 8, 1), 0), tx=optax.sgd(0.1),
         key=jax.random.key(0),
