@@ -56,7 +56,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -80,6 +79,7 @@ from experiments.architectures.table1 import counts
 from experiments.architectures.table1 import dataset
 from experiments.architectures.table1 import describe
 from experiments.architectures.table1 import mean_std
+from experiments.architectures.table1 import parse_args
 from experiments.common import machine
 from experiments.common import markdown_table
 
@@ -253,16 +253,7 @@ def write(out: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[st
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="toy widths, 3 steps, 256 images")
-    ap.add_argument("--data", default="mnist5k", help="mnist5k (default) or tfds:cifar10")
-    ap.add_argument("--data-dir", default=None, help="TFDS data directory for tfds: specs")
-    ap.add_argument("--steps", type=int, default=None, help=f"training steps ({STEPS})")
-    ap.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per arm ({SEEDS})")
-    ap.add_argument("--out", default=None, help="results folder (docs/results)")
-    args = ap.parse_args(argv)
-    if args.seeds < 1 or (args.steps is not None and args.steps < 1):
-        ap.error("--seeds and --steps must be >= 1")
+    args = parse_args(__doc__.splitlines()[0], argv, seeds=SEEDS, unit="arm")
     t0, load0 = time.perf_counter(), os.getloadavg()
     cfg = SMOKE if args.smoke else CONFIG
     steps = args.steps or (SMOKE_STEPS if args.smoke else STEPS)

@@ -436,17 +436,25 @@ def write(out: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[st
     return payload
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(
+    description: str, argv: Sequence[str] | None, *, seeds: int, unit: str
+) -> argparse.Namespace:
+    """The command line shared by this experiment and the DSOD one (``unit``: what gets seeds)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--smoke", action="store_true", help="toy widths, 3 steps, 256 images")
     ap.add_argument("--data", default="mnist5k", help="mnist5k (default) or tfds:cifar10")
     ap.add_argument("--data-dir", default=None, help="TFDS data directory for tfds: specs")
     ap.add_argument("--steps", type=int, default=None, help=f"training steps ({STEPS})")
-    ap.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per network ({SEEDS})")
+    ap.add_argument("--seeds", type=int, default=seeds, help=f"seeds per {unit} ({seeds})")
     ap.add_argument("--out", default=None, help="results folder (docs/results)")
     args = ap.parse_args(argv)
     if args.seeds < 1 or (args.steps is not None and args.steps < 1):
         ap.error("--seeds and --steps must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(__doc__.splitlines()[0], argv, seeds=SEEDS, unit="network")
     t0, load0 = time.perf_counter(), os.getloadavg()
     configs = SMOKE if args.smoke else CONFIGS
     steps = args.steps or (SMOKE_STEPS if args.smoke else STEPS)
