@@ -13,6 +13,7 @@ import platform
 from collections.abc import Sequence
 from typing import Any
 
+import flax
 import jax
 import optax
 
@@ -94,7 +95,7 @@ def _cpuinfo() -> tuple[str, list[str]]:
 
 def machine() -> dict[str, Any]:
     """The machine a benchmark ran on: CPU model and ISA features (AVX2, AVX-512, VNNI, AMX),
-    cores, the accelerator, JAX backend and version. Speed-ups depend on all of them."""
+    cores, the accelerator, JAX backend, the JAX and Flax versions. Speed-ups depend on them all."""
     model, isa = _cpuinfo()
     return {
         "cpu": model,
@@ -103,6 +104,7 @@ def machine() -> dict[str, Any]:
         "device": str(jax.devices()[0].device_kind),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
+        "flax": flax.__version__,
         "platform": platform.platform(),
     }
 
