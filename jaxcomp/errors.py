@@ -15,6 +15,7 @@ __all__ = [
     "JaxcompError",
     "NotCalibratedError",
     "RankOutOfRangeError",
+    "RecipeError",
     "SelectionError",
     "StructureMismatchError",
     "UnsupportedPrimitiveError",
@@ -93,3 +94,19 @@ class WidthMismatchError(JaxcompError, ValueError):
     channel that cannot be removed (tied to the input, the output or a constant) is removed, or
     when an artifact's widths do not match the model it names.
     """
+
+
+class RecipeError(JaxcompError, ValueError):
+    """A recipe (:mod:`jaxcomp.recipes`) is malformed or cannot run on its model.
+
+    Raised before any training or writing: an unknown section, stage, key or value, a teacher
+    checkpoint that does not fit its model, stages in an order that cannot compose, a budget
+    that the recipe cannot meet. The message is one line naming the stage (its number and type)
+    and the key, and what is allowed. ``stage`` and ``key`` hold them (``None`` where the
+    problem is not one stage's or key's).
+    """
+
+    def __init__(self, message: str, *, stage: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.stage = stage
+        self.key = key
