@@ -222,6 +222,29 @@ def test_captured_rows_times_kernel_is_the_layer_output():
     assert rows["Dense_0"].shape == (2, 96)
 
 
+def test_qcnn_ridge_keeps_barely_excited_inputs_near_plain_pq():
+    # two sub-spaces are on in one calibration row only; held-out rows excite them fully. Fitted
+    # to that row (ridge=0), their codewords generalize worse than plain PQ's; the ridge pulls
+    # them back towards PQ at the same response error on the calibration rows
+    k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(k0, (512, 16)) @ jax.random.normal(k1, (16, 16))
+    x_cal, x_new = x[:256].at[1:, :8].set(0.0), x[256:]
+    w = jax.random.normal(k2, (16, 24))
+    params = {"Dense_0": {"kernel": w}}
+    err = {}
+    for name, kw in {"pq": {}, "ridge0": {"ridge": 0.0}, "default": {}}.items():
+        inputs = None if name == "pq" else {"Dense_0/kernel": x_cal}
+        t = quant.product_quant(subvector=4, clusters=4, key=jax.random.key(3), inputs=inputs, **kw)
+        w_hat = t.apply(*t.init(params))["Dense_0"]["kernel"]
+        err[name] = [float(jnp.sum((v @ w - v @ w_hat) ** 2)) for v in (x_cal, x_new)]
+    (pq_cal, pq_new), (r0_cal, r0_new), (cal, new) = err["pq"], err["ridge0"], err["default"]
+    assert r0_cal < 0.85 * pq_cal and cal < 1.01 * r0_cal  # the calibration error still drops
+    assert r0_new > 1.2 * pq_new  # the defect: worse than plain PQ on new rows
+    assert new < 0.9 * r0_new
+    with pytest.raises(ValueError, match="ridge"):
+        quant.product_quant(subvector=4, clusters=4, key=jax.random.key(3), ridge=-1.0)
+
+
 def test_qcnn_error_correction_lowers_the_response_error():
     # correlated inputs: what matters is W's action on them, not W itself
     x = jax.random.normal(jax.random.key(0), (256, 16)) @ jax.random.normal(jax.random.key(1),

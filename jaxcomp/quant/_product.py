@@ -13,8 +13,15 @@ calibration inputs ``X`` (``inputs=``, the layer's input rows, im2col patches fo
 ``||X W - X W_hat||^2``. Starting from plain product quantization, each round visits every
 sub-space ``m`` and, holding the others fixed, (1) assigns each output column the codeword whose
 response ``X_m c`` is nearest to the residual response ``R = X W - sum_{m' != m} X_m' W_hat_m'``
-and (2) refits each codeword by least squares to the mean residual of its members,
-``c = (X_m^T X_m)^{-1} X_m^T mean(R_j)``.
+and (2) refits each codeword by least squares to the mean residual of its members. Both steps
+carry a ridge that pulls each codeword towards its members' sub-vectors of ``W`` (plain PQ):
+the cost is ``||R_j - X_m c||^2 + a ||w_j - c||^2``, so the refit is
+``c = (X_m^T X_m + a I)^{-1} (X_m^T mean(R_j) + a mean(w_j))``, with ``a = ridge * ||X||^2 / D``.
+Without it, input directions that the calibration rows barely excite (MNIST pixels that are
+rarely on) get codewords fitted to a handful of rows: on LeNet-300-100 (``d = 4``, ``K = 16``,
+1,000 calibration images) the first layer's relative response error was 0.010 on those images
+and 0.57 on held-out ones, and test accuracy fell below plain PQ's (0.902 against 0.922); with
+``ridge=1e-2`` it is 0.010 and 0.031 (plain PQ: 0.068) and the accuracy 0.934.
 
 The codebooks are the ``cparams`` (trainable, like Deep Compression's centroids: each codeword gets
 the summed gradient of the sub-vectors that use it) and the codes the state; ``finalize`` gives
@@ -87,11 +94,13 @@ def _pq_fit(w2: jax.Array, d: int, k: int, iterations: int, key: jax.Array):
 
 
 @functools.partial(jax.jit, static_argnames=("d", "rounds"))
-def _error_correct(x, w2, codebooks, codes, *, d, rounds):
+def _error_correct(x, w2, codebooks, codes, *, d, rounds, ridge):
     """Q-CNN: refit the sub-space codebooks to the layer's response on inputs ``x`` (N, D)."""
     dd, out = w2.shape
     m_total, k, _ = codebooks.shape
     target = x @ w2  # (N, out)
+    # the ridge, relative to the mean energy of one input dimension over the whole layer
+    a = (ridge + 1e-6) * (jnp.sum(x * x) / dd + 1e-12)
 
     def recon_m(cb, cd):  # (K, d), (out,) -> (d, out)
         return cb[cd].T
@@ -102,17 +111,19 @@ def _error_correct(x, w2, codebooks, codes, *, d, rounds):
     def sub_step(m, carry):
         cbs, cds, resp = carry
         xm = jax.lax.dynamic_slice_in_dim(x, m * d, d, axis=1)  # (N, d)
+        wm = jax.lax.dynamic_slice_in_dim(w2, m * d, d, axis=0)  # (d, out)
         cb, cd = cbs[m], cds[m]
         r = resp + xm @ recon_m(cb, cd)  # residual without sub-space m
         p = xm @ cb.T  # (N, K): responses of the codewords
         cost = jnp.sum(p**2, axis=0)[None, :] - 2.0 * r.T @ p  # (out, K)
+        cost = cost + a * (jnp.sum(cb**2, axis=1)[None, :] - 2.0 * wm.T @ cb.T)  # the ridge
         cd = jnp.argmin(cost, axis=1).astype(cds.dtype)
         onehot = jax.nn.one_hot(cd, k, dtype=x.dtype)  # (out, K)
         cnt = jnp.sum(onehot, axis=0)
         mean_r = (r @ onehot) / jnp.maximum(cnt, 1.0)[None, :]  # (N, K)
+        mean_w = (wm @ onehot) / jnp.maximum(cnt, 1.0)[None, :]  # (d, K): members' mean
         g = xm.T @ xm
-        g = g + 1e-6 * (jnp.trace(g) / d + 1e-12) * jnp.eye(d, dtype=x.dtype)
-        fit = jnp.linalg.solve(g, xm.T @ mean_r).T  # (K, d)
+        fit = jnp.linalg.solve(g + a * jnp.eye(d, dtype=x.dtype), xm.T @ mean_r + a * mean_w).T
         cb = jnp.where(cnt[:, None] > 0, fit, cb)
         resp = r - xm @ recon_m(cb, cd)
         return cbs.at[m].set(cb), cds.at[m].set(cd), resp
@@ -134,6 +145,7 @@ def _pq_transform(
     key: jax.Array,
     inputs: dict[str, Any] | None,
     rounds: int,
+    ridge: float,
     where: Any,
 ) -> Transform:
     kd = key_data(key, fn=fn)
@@ -180,7 +192,7 @@ def _pq_transform(
                         raise ValueError(
                             f"{fn}: inputs[{path!r}] must be (N, {dd}) rows, got {x.shape}"
                         )
-                    cb, cd = _error_correct(x, resid, cb, cd, d=d, rounds=rounds)
+                    cb, cd = _error_correct(x, resid, cb, cd, d=d, rounds=rounds, ridge=ridge)
                 books.append(cb)
                 cds.append(cd)
                 resid = resid - _reconstruct(cb[None], cd[None], (dd, out), jnp.float32)
@@ -218,6 +230,7 @@ def product_quant(
     key: jax.Array,
     inputs: dict[str, Any] | None = None,
     rounds: int = 4,
+    ridge: float = 1e-2,
     where: Any = None,
 ) -> Transform:
     """Product quantization of kernels (Gong et al. 2014), optionally error-corrected (Q-CNN).
@@ -231,6 +244,10 @@ def product_quant(
         inputs as ``(N, D)`` rows (:func:`jaxcomp.adapt.capture` builds them); the codebooks
         of those leaves then minimize ``||X W - X W_hat||`` instead of ``||W - W_hat||``.
       rounds: error-correction rounds over all sub-spaces.
+      ridge: error correction's pull of each codeword towards its members' mean sub-vector,
+        relative to the layer's mean input energy per row of the kernel, ``||X||^2 / D``
+        (``>= 0``); it keeps input directions that the calibration rows barely excite near plain
+        PQ instead of fitting them to a few rows.
       where: the kernels to quantize (default :func:`jaxcomp.select.kernels`).
 
     Returns:
@@ -246,11 +263,12 @@ def product_quant(
     checks.integer(clusters, fn="product_quant", name="clusters", low=1)
     checks.integer(iterations, fn="product_quant", name="iterations", low=1)
     checks.integer(rounds, fn="product_quant", name="rounds", low=1)
+    ridge = checks.number(ridge, fn="product_quant", name="ridge", low=0)
     if inputs is not None and not isinstance(inputs, dict):
         raise ValueError("product_quant: inputs must be a dict {leaf path: (N, D) array}")
     return _pq_transform(
         "product_quant", subvector=subvector, clusters=clusters, stages=1, iterations=iterations,
-        key=key, inputs=inputs, rounds=rounds, where=where,
+        key=key, inputs=inputs, rounds=rounds, ridge=ridge, where=where,
     )  # fmt: skip
 
 
@@ -287,5 +305,5 @@ def residual_quant(
         checks.integer(subvector, fn="residual_quant", name="subvector", low=1)
     return _pq_transform(
         "residual_quant", subvector=subvector, clusters=clusters, stages=stages,
-        iterations=iterations, key=key, inputs=None, rounds=1, where=where,
+        iterations=iterations, key=key, inputs=None, rounds=1, ridge=0.0, where=where,
     )  # fmt: skip
