@@ -217,7 +217,7 @@ def summary(
       model_apply: ``(variables, x) -> output``, such as ``model.apply`` of a linen module.
       variables: what ``model_apply`` takes first. If it is a mapping with a ``"params"`` entry
         (linen variables), the counts are of ``variables["params"]``; otherwise of all of it.
-      example_input: one input batch (an array, a pytree, or ``jax.ShapeDtypeStruct``s).
+      example_input: one input batch (an array, a pytree, or ``jax.ShapeDtypeStruct`` values).
 
     Returns:
       A dict with ``params``, ``nonzeros``, ``sparsity``, ``bytes_fp32`` (dense storage at 32

@@ -113,7 +113,7 @@ def flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 
     Args:
       fn: the function, for instance ``lambda x: model.apply(variables, x)``.
-      *args: its positional arguments: arrays, pytrees of arrays or ``jax.ShapeDtypeStruct``s.
+      *args: its positional arguments: arrays, pytrees of arrays or ``jax.ShapeDtypeStruct`` values.
       **kwargs: its keyword arguments, traced like ``args``.
 
     Returns:

@@ -113,7 +113,7 @@ def wider(
       layer: the ``Dense`` or ``Conv`` layer to widen (``"Dense_0"``).
       next_layer: the layer that consumes its output (a ``Dense`` or ``Conv``; a ``Dense`` after
         a flattened NHWC feature map is handled).
-      new_width: the new number of units, ``>= `` the current number.
+      new_width: the new number of units, at least the current number.
       key: picks the units to replicate (and draws the noise).
       noise: relative scale of the symmetry-breaking noise (zero-sum per replica group, so the
         function is kept exactly), ``>= 0``.
