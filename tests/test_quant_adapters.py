@@ -159,7 +159,7 @@ def test_run_int8_matches_the_fake_quant_forward(net):
 def test_run_int8_uses_integer_kernels(net):
     m, v, x = net
     t, c, s = _wq(v["params"])
-    jaxpr = jax.make_jaxpr(quant.run_int8(m.apply))({"params": t.finalize(c, s)}, x)
+    jaxpr = jax.make_jaxpr(quant.run_int8(m.apply, path="int8"))({"params": t.finalize(c, s)}, x)
     ops = _int32_contractions(jaxpr.jaxpr)
     # the convolutions run as integer matmuls over strided-slice patches (_int_conv)
     assert [name for name, _ in ops] == ["dot_general"] * 4
@@ -186,7 +186,8 @@ def test_int_matmul_qat_equals_fake_quant_forward_and_gradient(net, symmetric):
     m, v, x = net
     t, c, s = _wq(v["params"])
     fake = quant.activations(m.apply, _rules(8), symmetric=symmetric)
-    intm = quant.activations(m.apply, _rules(8), symmetric=symmetric, int_matmul=True)
+    intm = quant.activations(m.apply, _rules(8), symmetric=symmetric, int_matmul=True,
+                             path="int8")  # fmt: skip
     y = jnp.array([0, 1, 2, 0])
 
     def loss(apply):

@@ -8,6 +8,9 @@ from jaxcomp.quant._activations import STATS
 from jaxcomp.quant._activations import activations
 from jaxcomp.quant._activations import calibrate
 from jaxcomp.quant._activations import input_qparams
+from jaxcomp.quant._backprop import hash_uniform
+from jaxcomp.quant._backprop import round_pow2
+from jaxcomp.quant._backprop import stochastic_codes
 from jaxcomp.quant._binary import BinaryState
 from jaxcomp.quant._binary import binary_connect
 from jaxcomp.quant._binary import binary_weights
@@ -32,6 +35,10 @@ from jaxcomp.quant._fixed_point import fixed_point
 from jaxcomp.quant._fixed_point import to_fixed_point
 from jaxcomp.quant._int8 import run_int8
 from jaxcomp.quant._int8 import weight_bytes
+from jaxcomp.quant._intdot import preferred_path
+from jaxcomp.quant._intops import BACKWARDS
+from jaxcomp.quant._intops import ESTIMATORS
+from jaxcomp.quant._intops import float_linear
 from jaxcomp.quant._intops import int_linear
 from jaxcomp.quant._intops import qat_linear
 from jaxcomp.quant._intops import quantize_kernel
@@ -60,6 +67,8 @@ from jaxcomp.quant._sharing import ecsq
 from jaxcomp.quant._sharing import kmeans
 
 __all__ = [
+    "BACKWARDS",
+    "ESTIMATORS",
     "STATS",
     "BinaryState",
     "CodebookArray",
@@ -84,7 +93,9 @@ __all__ = [
     "fake_quant",
     "fake_quantize",
     "fixed_point",
+    "float_linear",
     "glorot_scale",
+    "hash_uniform",
     "input_qparams",
     "int_linear",
     "kmeans",
@@ -98,6 +109,7 @@ __all__ = [
     "noise",
     "percentile",
     "power_of_two",
+    "preferred_path",
     "product_quant",
     "qat_linear",
     "qparams",
@@ -106,8 +118,10 @@ __all__ = [
     "quantize",
     "quantize_kernel",
     "residual_quant",
+    "round_pow2",
     "run_int8",
     "sign_ste",
+    "stochastic_codes",
     "ternary_connect",
     "ternary_weights",
     "to_fixed_point",

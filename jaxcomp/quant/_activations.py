@@ -30,10 +30,25 @@ ordinary collection, ``jc.train`` carries them in the train state and updates th
 training step (the moving-average ranges of quantization-aware training, Jacob et al. 2018).
 
 **Integer matmuls in training.** With ``int_matmul=True`` the matched layers run their forward
-contraction in int8 x int8 -> int32 (the input quantized by the rule, the kernel per output channel,
-symmetric, at the same bit width; a no-op on a kernel that :func:`fake_quant` with
-``per_channel=True`` already quantized) and their backward in float on the dequantized operands
-(:func:`jaxcomp.quant.qat_linear`). The value is that of the fake-quantized forward.
+contraction exactly on integer codes (the input quantized by the rule, the kernel per output
+channel, symmetric, at the same bit width; a no-op on a kernel that :func:`fake_quant` with
+``per_channel=True`` already quantized), on the machine's faster exact path (``path=``, see
+:func:`jaxcomp.quant.run_int8`), and their backward as :func:`jaxcomp.quant.qat_linear` says. The
+value is that of the fake-quantized forward.
+
+**Estimators and quantized back-propagation** (``estimator=``, ``backward=``, for bit-width
+rules): ``estimator="quantized"`` (default) differentiates the layer at the dequantized operands
+(the fake-quantized model's gradient), ``"latent"`` at the float latent ones (Qwix's default for
+W8A8 training: ``dw = x^T g`` with the unquantized input, ``dx = g w^T``). The kernel the adapter
+sees is the latent one only when no weight transform quantized it first (with ``int_matmul=True``
+the adapter quantizes kernels itself, so the adapter alone is full W8A8 with the latent
+estimator; behind ``fake_quant`` the kernel it sees, and differentiates at, is already rounded).
+``backward="pow2"`` rounds the error signal to signed powers of two before the backward products
+(Lin et al. 2015); ``backward="int8"`` (needs ``int_matmul=True``) computes both backward products
+as int8 contractions of the forward's codes with the error signal rounded stochastically to int8
+(as AQT and Qwix do). Its rounding key comes from the call's ``rngs={rng_stream: key}`` (the
+``"dropout"`` stream by default, which :func:`jaxcomp.train.make_train_step` passes a fresh key
+every step), folded with each layer's path; taking a gradient without one is a ``ValueError``.
 
 References:
   Jacob et al., "Quantization and training of neural networks for efficient integer-arithmetic-only
@@ -49,6 +64,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -60,11 +76,15 @@ import jax.numpy as jnp
 from jaxcomp.adapt import PASS
 from jaxcomp.adapt import Layer
 from jaxcomp.adapt import intercept
+from jaxcomp.core import _checks as checks
 from jaxcomp.errors import SelectionError
 from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import fake_quantize
 from jaxcomp.quant._core import qparams_from_range
 from jaxcomp.quant._core import sign_ste
+from jaxcomp.quant._intdot import PATHS
+from jaxcomp.quant._intops import check_training
+from jaxcomp.quant._intops import float_linear
 from jaxcomp.quant._intops import qat_linear
 from jaxcomp.quant._layers import add_bias
 from jaxcomp.quant._layers import contraction
@@ -168,6 +188,10 @@ def activations(
     symmetric: bool = False,
     observer: Observer | None = None,
     int_matmul: bool = False,
+    estimator: str = "quantized",
+    backward: str = "float",
+    rng_stream: str = "dropout",
+    path: str = "auto",
 ) -> Callable[..., Any]:
     """Wraps a Flax ``apply`` so that the inputs of the matched layers are quantized.
 
@@ -181,8 +205,16 @@ def activations(
       symmetric: symmetric (zero point 0) or affine ranges for the bit-width rules.
       observer: the calibration observer of each layer's input range (per tensor);
         :func:`moving_average` by default.
-      int_matmul: run the matched layers' forward contractions in int8 with a float backward
+      int_matmul: run the matched layers' forward contractions exactly on integer codes
         (:func:`qat_linear`); needs bit widths in [2, 8].
+      estimator: the straight-through estimator of the bit-width rules: ``"quantized"`` (the
+        gradient at the dequantized operands) or ``"latent"`` (at the float ones; Qwix's).
+      backward: ``"float"``, ``"pow2"`` (the error signal rounded to powers of two) or
+        ``"int8"`` (int8 backward matmuls, stochastic rounding; needs ``int_matmul=True``).
+      rng_stream: the name in the call's ``rngs={name: key}`` whose key ``backward="int8"``
+        rounds with (folded with each layer's path).
+      path: the integer path of ``int_matmul=True``: ``"auto"`` (the faster exact one on this
+        machine), ``"int8"`` or ``"f32"`` (:func:`jaxcomp.quant.run_int8` says which runs where).
 
     Returns:
       A function with ``apply_fn``'s signature. Pass ``mutable=["quant_stats"]`` to calibrate.
@@ -202,6 +234,16 @@ def activations(
         True
     """
     compiled = _check_rules(rules, int_matmul)
+    check_training(estimator, backward, fn="activations")
+    checks.choice(path, PATHS, fn="activations", name="path")
+    if backward == "int8" and not int_matmul:
+        raise ValueError(
+            "activations: backward='int8' contracts the forward's integer codes; it needs "
+            "int_matmul=True"
+        )
+    if not isinstance(rng_stream, str):
+        raise ValueError(f"activations: rng_stream must be a str, got {rng_stream!r}")
+    plain = estimator == "quantized" and backward == "float"
     if observer is None:
         observer = moving_average()
     if not isinstance(observer, Observer) or observer.axis is not None:
@@ -209,7 +251,7 @@ def activations(
             f"activations: observer must be a per-tensor jaxcomp.quant Observer, got {observer!r}"
         )
 
-    def make_handler(matched: set[str]):
+    def make_handler(matched: set[str], step_key: jax.Array | None):
         def handler(layer: Layer):
             if "kernel" not in layer.params or layer.config is None:
                 return PASS
@@ -231,17 +273,28 @@ def activations(
             scale, zp = input_qparams(layer, x, bits=value, symmetric=symmetric, observer=observer)
             if int_matmul:
                 op = contraction(layer.config, path=layer.path)
+                key = None
+                if backward == "int8" and step_key is not None:
+                    key = jax.random.fold_in(step_key, zlib.crc32(layer.path.encode()) >> 1)
                 y = qat_linear(op, x, layer.params["kernel"], scale, zp, bits=value,
-                               symmetric=symmetric)  # fmt: skip
+                               symmetric=symmetric, estimator=estimator, backward=backward,
+                               key=key, path=path)  # fmt: skip
                 return add_bias(y, layer.params.get("bias"))
             xq = fake_quantize(x, scale, zp, bits=value, symmetric=symmetric)
-            return layer.call(xq, *rest, **layer.kwargs)
+            if plain:
+                return layer.call(xq, *rest, **layer.kwargs)
+            op = contraction(layer.config, path=layer.path)
+            y = float_linear(op, xq, x, layer.params["kernel"], estimator=estimator,
+                             backward=backward)  # fmt: skip
+            return add_bias(y, layer.params.get("bias"))
 
         return handler
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         matched: set[str] = set()
-        out = intercept(apply_fn, make_handler(matched))(*args, **kwargs)
+        rngs = kwargs.get("rngs")
+        step_key = rngs.get(rng_stream) if isinstance(rngs, dict) else rngs
+        out = intercept(apply_fn, make_handler(matched, step_key))(*args, **kwargs)
         unused = [p for p, _, _ in compiled if p not in matched]
         if unused:
             raise SelectionError(

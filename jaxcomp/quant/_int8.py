@@ -5,10 +5,18 @@
 float32 bytes (:func:`weight_bytes` measures it). :func:`run_int8` wraps the model's unchanged
 ``apply`` so that each layer whose kernel is such a node runs as Vanhoucke et al. (2011) describe:
 its input is quantized on the fly to int8 per tensor (with the calibrated range of the
-``"quant_stats"`` collection when there is one, else the batch's range), the contraction runs as
-int8 x int8 -> int32 (``lax.dot_general`` / ``lax.conv_general_dilated`` with
-``preferred_element_type=jnp.int32``), and the int32 result is rescaled to float and the bias added.
-Layers with float kernels run as written, so a model can mix both.
+``"quant_stats"`` collection when there is one, else the batch's range), the integer contraction
+is computed exactly, and the result is rescaled to float and the bias added. Layers with float
+kernels run as written, so a model can mix both.
+
+**Which exact path runs where** (``path="auto"``, :mod:`jaxcomp.quant._intdot`): on a CPU with
+8-bit dot-product instructions (x86 AVX-512 VNNI, AVX-VNNI or AMX; Arm dot product or i8mm), and
+on GPUs and TPUs, XLA's int8 x int8 -> int32 contraction (``lax.dot_general`` with
+``preferred_element_type=jnp.int32``; convolutions as one such matmul over im2col patches). On a
+CPU without them (an AVX2-only x86 such as this project's AMD EPYC), XLA's int8 GEMM is no faster
+than its float32 one, so the same integer codes are contracted in float32, which is exact while
+``K * 128 * 127 <= 2**24`` (``K`` the kernel's fan-in, up to 1,032 at 8 bits; wider layers take
+the int8 path). Both give the same bits; ``path="int8"`` or ``"f32"`` forces one.
 
 The output equals that of the fake-quantized model whose layer inputs are fake-quantized the same
 way (:func:`activations` with the same bit width and symmetry), up to float summation order.
@@ -33,10 +41,12 @@ import jax.numpy as jnp
 from jaxcomp.adapt import PASS
 from jaxcomp.adapt import Layer
 from jaxcomp.adapt import intercept
+from jaxcomp.core import _checks as checks
 from jaxcomp.core._nodes import is_compressed
 from jaxcomp.quant._activations import input_qparams
 from jaxcomp.quant._core import check_bits
 from jaxcomp.quant._core import quantize
+from jaxcomp.quant._intdot import PATHS
 from jaxcomp.quant._intops import int_linear
 from jaxcomp.quant._layers import add_bias
 from jaxcomp.quant._layers import contraction
@@ -68,6 +78,7 @@ def run_int8(
     bits: int = 8,
     symmetric: bool = True,
     observer: Observer | None = None,
+    path: str = "auto",
 ) -> Callable[..., Any]:
     """Wraps a Flax ``apply`` to run layers with :class:`QuantizedArray` kernels in int8.
 
@@ -79,6 +90,9 @@ def run_int8(
       observer: the observer whose ``"quant_stats"`` hold calibrated input ranges (the one used
         to calibrate; :func:`moving_average` by default). Without statistics the batch range is
         used.
+      path: how the integer sums are computed: ``"auto"`` (the faster exact path of this
+        machine, see the module docstring), ``"int8"`` or ``"f32"`` (exact only for fan-ins up
+        to ``2**24 / (128 * 127)``; a wider layer is a ValueError when called).
 
     Returns:
       A function with ``apply_fn``'s signature, called with finalized params
@@ -103,6 +117,7 @@ def run_int8(
         (2, 4)
     """
     bits = check_bits(bits, lo=2, hi=8, what="run_int8: bits")
+    checks.choice(path, PATHS, fn="run_int8", name="path")
     obs = moving_average() if observer is None else observer
 
     def handler(layer: Layer):
@@ -126,7 +141,7 @@ def run_int8(
         xq = quantize(x, sx, zx, bits=bits, symmetric=symmetric)
         op = contraction(cfg, path=layer.path)
         y = int_linear(op, xq, kernel.codes.astype(jnp.int8), sx, zx, kernel.scale,
-                       symmetric=symmetric)  # fmt: skip
+                       symmetric=symmetric, bits=max(bits, kernel.bits), path=path)  # fmt: skip
         return add_bias(y.astype(kernel.dtype), layer.params.get("bias"))
 
     return intercept(apply_fn, handler)

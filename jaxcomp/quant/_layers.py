@@ -48,7 +48,10 @@ def contraction(layer: Any, *, path: str = "") -> Contraction:
       ``Dense``, the spatial rank plus one for ``Conv``): an input of higher rank has a batch axis
       first. Integer convolutions without feature groups or input dilation run as one integer
       matmul over patches gathered by strided slices (:func:`_int_conv`), which XLA's CPU backend
-      runs several times faster than its integer convolution.
+      runs several times faster than its integer convolution. ``op.patches(x)`` is then that
+      im2col matrix, ``(*batch, *out_spatial, K)`` with ``op(x, k) == op.patches(x) @
+      k.reshape(K, -1)`` (the identity for ``Dense``; None for a Conv with feature groups or input
+      dilation): the integer backward of :func:`jaxcomp.quant.qat_linear` contracts it.
 
     Raises:
       ValueError: the layer is neither, or a ``Conv`` with a mask or circular, reflect or causal
@@ -68,6 +71,7 @@ def contraction(layer: Any, *, path: str = "") -> Contraction:
             return lax.dot_general(x, kernel, dims, preferred_element_type=pref)
 
         dense.example_ndim = 1
+        dense.patches = lambda x: x
         return dense
     n = len(cfg.kernel_size)
     padding = cfg.padding
@@ -99,7 +103,36 @@ def contraction(layer: Any, *, path: str = "") -> Contraction:
         return y.reshape((*batch, *y.shape[1:])) if len(batch) != 1 else y
 
     conv.example_ndim = n + 1
+    if cfg.groups == 1 and all(d == 1 for d in lhs_dil):
+
+        def patches(x):
+            batch = x.shape[: x.ndim - (n + 1)]
+            flat = x.reshape((-1, *x.shape[x.ndim - (n + 1) :])) if len(batch) != 1 else x
+            p = _patches(flat, tuple(cfg.kernel_size), strides, padding, rhs_dil)
+            return p.reshape((*batch, *p.shape[1:])) if len(batch) != 1 else p
+
+        conv.patches = patches
+    else:
+        conv.patches = None
     return conv
+
+
+def _patches(
+    x: jax.Array,
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: Any,
+    dilation: tuple[int, ...],
+) -> jax.Array:
+    """The im2col matrix of a channels-last convolution, ``(batch, *out_spatial, prod(window) *
+    in)``, in the order of ``kernel.reshape(-1, out)``: one strided slice of the zero-padded
+    input per window offset, concatenated along the channels."""
+    n = len(window)
+    if isinstance(padding, str):
+        span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation, strict=True))
+        padding = lax.padtype_to_pads(x.shape[1 : n + 1], span, strides, padding)
+    cols = [piece for _, piece in window_slices(x, window, strides, padding, dilation)]
+    return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
 
 
 def _int_conv(
@@ -119,12 +152,7 @@ def _int_conv(
     of ``kernel.reshape(-1, out)``.
     """
     n = kernel.ndim - 2
-    window = kernel.shape[:n]
-    if isinstance(padding, str):
-        span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation, strict=True))
-        padding = lax.padtype_to_pads(x.shape[1 : n + 1], span, strides, padding)
-    cols = [piece for _, piece in window_slices(x, window, strides, padding, dilation)]
-    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    patches = _patches(x, kernel.shape[:n], strides, padding, dilation)
     dims = (((n + 1,), (0,)), ((), ()))
     return lax.dot_general(
         patches, kernel.reshape(-1, kernel.shape[-1]), dims, preferred_element_type=pref
