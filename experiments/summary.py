@@ -29,9 +29,15 @@ result, with these keys (``null`` wherever a quantity was not measured or does n
     command          the command that produced the number ("python -m experiments.x.y --flag")
 
 Optional keys: ``acc_before_std``, ``latency_ms_b1_before`` and ``latency_ms_b128_before``
-(the baseline's latency measured in the same run), ``note`` (one short sentence, e.g. the
-paper's claim or what the number is not). The machine and the installed versions come from the
-file's ``meta`` (``experiments.common.machine()``), shown once per source file.
+(the baseline's latency measured in the same run), ``compression`` and ``flops_reduction``
+(x-fold ratios, where only the ratio was recorded), ``also`` (further refs the row counts for,
+e.g. ``["table 2"]``), ``note`` (one short sentence, e.g. the paper's claim or what the number is
+not). ``bits`` may be a string for mixed widths (``"3-5"``). ``ref`` must be a ``ref`` of
+``experiments/survey_rows.toml`` (an unknown ref or key is an error). The machine and the
+installed versions come from the file's ``meta["machine"]`` or ``machine``
+(``experiments.common.machine()``), shown once per source file. After adding or changing a
+result, run ``python -m experiments.summary`` and commit ``docs/results/summary.{md,json}``:
+``tests/test_summary.py`` fails while the committed table is stale.
 """
 
 from __future__ import annotations
