@@ -5,11 +5,15 @@ reference model with a progress bar, evaluates it, and writes ``metrics.jsonl``,
 ``report.json`` to the output folder. ``--resume`` continues from the latest checkpoint there.
 ``--api nnx`` trains the model's Flax NNX twin (same architecture and params paths).
 
-``jaxcomp compress --model lenet300 --data mnist5k --recipe deep-compression --out DIR`` runs
-Deep Compression (train dense or ``--init`` from a ``jaxcomp train`` folder, prune with retraining,
-k-means sharing with centroid fine-tuning, entropy coding) and writes ``DIR/model.jcz``,
-``DIR/report.md``, ``DIR/report.json`` and PNG plots. ``jaxcomp evaluate DIR/model.jcz --data ...``
-loads an artifact and reports its accuracy.
+``jaxcomp compress --recipe FILE_OR_NAME --out DIR`` runs a recipe (``docs/recipes.md``): a TOML
+file of stages (low-rank, pruning, quantization, distillation, fine-tuning, encoding), or a shipped
+recipe by name (``jaxcomp recipes`` lists them; ``deep-compression`` by default, for ``--model``).
+It writes ``DIR/model.jcz``, ``report.json``, ``report.md`` and plots; ``--resume`` continues an
+interrupted run; ``--budget bytes=N|flops=N|latency_ms=N`` sets the recipe's strength to meet it.
+The flags of the former built-in recipes (``--sparsity``, ``--bits``, ``--flops``, the epochs of
+each stage...) set the matching keys of the recipe's stages. ``jaxcomp evaluate DIR/model.jcz
+--data ... [--latency]`` runs an artifact of any recipe; ``jaxcomp compare DIR ...`` sets runs side
+by side (a table, and a plot of accuracy against size and latency with the Pareto fronts).
 
 Bad arguments (an unknown model or dataset, a missing file, a malformed ``.npz``) print one line
 ``jaxcomp: error: ...`` and exit with status 2.
@@ -18,7 +22,6 @@ Bad arguments (an unknown model or dataset, a missing file, a malformed ``.npz``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -122,39 +125,78 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--api", choices=["linen", "nnx"], default="linen",
                    help="flax.linen (default) or the Flax NNX twin of the model")  # fmt: skip
 
-    c = sub.add_parser("compress", help="compress a model end to end into a .jcz artifact")
-    c.add_argument("--model", required=True, help=f"one of {', '.join(model_names())}")
-    c.add_argument("--data", required=True, help="as for train")
-    c.add_argument("--data-dir", default=None, help="TFDS data_dir for tfds:NAME")
-    c.add_argument("--out", required=True, help="output folder")
+    c = sub.add_parser("compress", help="run a compression recipe into a .jcz artifact")
     c.add_argument(
-        "--recipe", default="deep-compression", choices=["deep-compression", "structured"]
+        "--recipe",
+        default="deep-compression",
+        help="a recipe file (.toml) or a shipped recipe's name (`jaxcomp recipes`)",
     )
-    c.add_argument("--config", default=None, help="a JSON file of recipe knobs")
+    c.add_argument("--model", default=None, help="the recipe's model (one of "
+                   f"{', '.join(model_names())})")  # fmt: skip
+    c.add_argument("--data", default=None, help="the recipe's data (as for train)")
+    c.add_argument("--data-dir", default=None, help="TFDS data_dir for tfds:NAME")
+    c.add_argument("--api", choices=["linen", "nnx"], default=None,
+                   help="the model as flax.linen or as its Flax NNX twin")  # fmt: skip
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its checkpoints")  # fmt: skip
+    c.add_argument("--budget", default=None,
+                   help="bytes=N, flops=N, latency_ms=N or latency_ms@BATCH=N: the recipe's "
+                   "strength is chosen to meet it")  # fmt: skip
     c.add_argument("--init", default=None,
                    help="a `jaxcomp train` --out folder: start from its checkpoint")  # fmt: skip
-    c.add_argument("--sparsity", default=None, type=_rules(float),
-                   help="per-layer fraction pruned, e.g. 'Dense_0=0.95,Dense=0.8'")  # fmt: skip
+    c.add_argument(
+        "--config",
+        default=None,
+        help="a JSON object of the flags below (sparsity, bits, dense_epochs, ...)",
+    )
+    c.add_argument(
+        "--sparsity",
+        default=None,
+        type=_rules(float),
+        help="prune stage: per-layer fraction pruned, e.g. 'Dense_0=0.95,Dense=0.8'",
+    )
     c.add_argument("--bits", default=None, type=_rules(int),
-                   help="per-layer codebook index bits, e.g. 'Conv=8,Dense=5'")  # fmt: skip
-    c.add_argument("--flops", default=None, type=_fraction,
-                   help="structured: FLOPs fraction to remove, in [0, 1)")  # fmt: skip
+                   help="quant stage: per-layer bits, e.g. 'Conv=8,Dense=5'")  # fmt: skip
+    c.add_argument(
+        "--flops",
+        default=None,
+        type=_fraction,
+        help="structured prune stage: FLOPs fraction to remove, in [0, 1)",
+    )
     c.add_argument("--criterion", default=None, choices=["l1", "l2", "bn", "taylor", "lasso"],
-                   help="structured: channel importance (default l1)")  # fmt: skip
-    c.add_argument("--round-to", default=None, type=_positive(int),
-                   help="structured: keep multiples of this many channels (default 8)")  # fmt: skip
+                   help="structured prune stage: channel importance")  # fmt: skip
+    c.add_argument(
+        "--round-to",
+        default=None,
+        type=_positive(int),
+        help="structured prune stage: keep multiples of this many channels",
+    )
     for knob in ("dense-epochs", "prune-epochs", "retrain-epochs", "quant-epochs",
                  "finetune-epochs"):  # fmt: skip
         c.add_argument(f"--{knob}", type=_bounded(int, allow_zero=True), default=None)
     c.add_argument("--batch-size", type=_positive(int), default=None)
-    c.add_argument("--coder", choices=["huffman", "ans"], default=None)
+    c.add_argument("--coder", choices=["huffman", "ans", "raw"], default=None)
     c.add_argument("--seed", type=_bounded(int, allow_zero=True), default=None)
     c.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    r = sub.add_parser("recipes", help="list the shipped recipes (or show one)")
+    r.add_argument("--show", default=None, metavar="NAME", help="print a shipped recipe's file")
+    r.add_argument("--model", default=None, help="with --show: its version for this model")
+
+    m = sub.add_parser("compare", help="compare `jaxcomp compress` runs: a table and a plot")
+    m.add_argument("dirs", nargs="+", help="--out folders of `jaxcomp compress`")
+    m.add_argument("--format", choices=["md", "json"], default="md")
+    m.add_argument("--plot", default="compare.png",
+                   help="where the plot goes (accuracy against size and latency)")  # fmt: skip
 
     e = sub.add_parser("evaluate", help="report the test accuracy of a .jcz artifact")
     e.add_argument("artifact", help="path to a .jcz written by `jaxcomp compress`")
     e.add_argument("--data", required=True, help="as for train")
     e.add_argument("--data-dir", default=None, help="TFDS data_dir for tfds:NAME")
+    e.add_argument("--latency", action="store_true",
+                   help="time it against the dense model at batch 1 and 128")  # fmt: skip
+    e.add_argument("--repeats", type=_positive(int), default=30, help="timed calls per batch")
     return p
 
 
@@ -280,215 +322,228 @@ def _refuse_checkpoints(out: str) -> None:
         )
 
 
-def _restore_variables(model: Any, ds: Any, folder: str) -> dict[str, Any]:
-    """The variables of the latest checkpoint of a ``jaxcomp train`` output folder."""
-    import jax
-    import optax
-
-    from jaxcomp import models
-    from jaxcomp import train
-    from jaxcomp.errors import CheckpointError
-
-    ckdir = os.path.join(folder, "checkpoints")
-    if not os.path.isdir(ckdir):
-        raise _UsageError(f"--init: {folder} has no checkpoints/ (is it a `jaxcomp train` --out?)")
-    variables = models.init(model, jax.random.key(0), ds.input_shape)
-    template = train.TrainState.create(
-        apply_fn=model.apply, variables=variables, tx=optax.adam(1e-3), key=jax.random.key(0)
-    )
-    ck = train.Checkpointer(ckdir)
-    try:
-        state = ck.restore(template)
-    except CheckpointError as e:
-        raise _UsageError(f"--init: {e}") from e
-    finally:
-        ck.close()
-    return state.variables()
+# the flags of the former built-in recipes: (stage type or "training", key) they set
+_LEGACY = {
+    "sparsity": ("prune", "sparsity"),
+    "bits": ("quant", "bits"),
+    "flops": ("prune", "flops"),
+    "criterion": ("prune", "criterion"),
+    "round_to": ("prune", "round_to"),
+    "mask_every": ("prune", "mask_every"),
+    "prune_epochs": ("prune", "epochs"),
+    "retrain_epochs": ("finetune", "epochs"),
+    "finetune_epochs": ("finetune", "epochs"),
+    "quant_epochs": ("quant", "epochs"),
+    "quant_lr": ("quant", "lr"),
+    "coder": ("encode", "coder"),
+    "dense_epochs": ("training", "epochs"),
+    "batch_size": ("training", "batch_size"),
+    "lr": ("training", "lr"),
+    "seed": ("training", "seed"),
+}
 
 
-def _recipe_config(args: argparse.Namespace) -> Any:
-    from jaxcomp import recipes
-
-    if args.model not in recipes.PRESETS and (args.sparsity is None or args.bits is None):
-        if args.config is None:
-            raise _UsageError(
-                f"no preset for --model {args.model}; give --sparsity and --bits (or --config); "
-                f"presets exist for {', '.join(recipes.PRESETS)}"
-            )
-    cfg = recipes.PRESETS.get(args.model)
-    changes: dict[str, Any] = {}
+def _legacy(args: argparse.Namespace) -> dict[str, Any]:
+    """The former recipes' flags (and ``--config``'s JSON of the same names) that were given."""
+    given: dict[str, Any] = {}
     if args.config is not None:
         try:
             with open(args.config, encoding="utf-8") as f:
-                changes.update(json.load(f))
+                cfg = json.load(f)
         except OSError as e:
             raise _UsageError(f"--config: cannot read {args.config}: {e.strerror}") from e
         except json.JSONDecodeError as e:
             raise _UsageError(f"--config: {args.config} is not valid JSON: {e}") from e
-        if not isinstance(changes, dict):
+        if not isinstance(cfg, dict):
             raise _UsageError(f"--config: {args.config} must hold a JSON object")
-        for key in ("sparsity", "bits"):
-            if key in changes:
-                changes[key] = [tuple(r) for r in changes[key]]
-    for key in ("sparsity", "bits", "dense_epochs", "prune_epochs", "retrain_epochs",
-                "quant_epochs", "batch_size", "coder", "seed"):  # fmt: skip
-        value = getattr(args, key)
-        if value is not None:
-            changes[key] = value
-    try:
-        if cfg is None:
-            return recipes.DeepCompression(**changes)
-        return cfg.replace(**changes)
-    except TypeError as e:
-        raise _UsageError(f"--config: {e}") from e
-    except ValueError as e:
-        raise _UsageError(str(e)) from e
+        for k in cfg:
+            if k not in _LEGACY:
+                raise _UsageError(f"--config: unknown key {k!r}; allowed: {', '.join(_LEGACY)}")
+        given.update(cfg)
+    for k in _LEGACY:
+        v = getattr(args, k, None)
+        if v is not None:
+            given[k] = v
+    return given
 
 
-_ONLY = {
-    "deep-compression": ("sparsity", "bits", "retrain_epochs", "quant_epochs", "coder", "config"),
-    "structured": ("flops", "criterion", "finetune_epochs", "round_to"),
-}
-
-
-def _check_recipe_flags(args: argparse.Namespace) -> None:
-    for recipe, flags in _ONLY.items():
-        if recipe == args.recipe:
+def _changes(recipe: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """``Recipe.replace`` changes for the former flags: each sets its key in the first stage of
+    its type (``--retrain-epochs``/``--finetune-epochs``: the first fine-tuning)."""
+    out: dict[str, Any] = {}
+    for flag, value in given.items():
+        kind, key = _LEGACY[flag]
+        if isinstance(value, list | tuple):
+            value = [list(r) for r in value]
+        if kind == "training":
+            out[f"training.{key}"] = value
             continue
-        for flag in flags:
-            if getattr(args, flag) is not None:
-                raise _UsageError(
-                    f"--{flag.replace('_', '-')} belongs to --recipe {recipe}, not "
-                    f"--recipe {args.recipe}"
-                )
+        stage = next((s for s in recipe.stages if s.type == kind), None)
+        if stage is None:
+            raise _UsageError(
+                f"--{flag.replace('_', '-')}: recipe {recipe.name} has no {kind} stage (its "
+                f"stages: {', '.join(s.type for s in recipe.stages)})"
+            )
+        out[f"stages.{stage.index}.{key}"] = value
+    return out
 
 
-def _run_recipe(recipe: Any, args: argparse.Namespace, model: Any, ds: Any, cfg: Any) -> Any:
-    """Runs ``recipe`` from dense (or ``--init``) and writes its artifact to ``--out``."""
-    variables = None if args.init is None else _restore_variables(model, ds, args.init)
-    os.makedirs(args.out, exist_ok=True)
-    meta = {"model": args.model, "num_classes": ds.num_classes,
-            "input_shape": list(ds.input_shape), "data": args.data}  # fmt: skip
-    res = recipe(model, ds, cfg, variables=variables, metadata=meta,
-                 progress=not args.no_progress,
-                 log=lambda line: print(line, file=sys.stderr))  # fmt: skip
-    path = os.path.join(args.out, "model.jcz")
-    with open(path + ".tmp", "wb") as f:  # a crash never leaves half a model.jcz
-        f.write(res.artifact)
-    os.replace(path + ".tmp", path)
-    return res
-
-
-def _compress_structured(args: argparse.Namespace, model: Any, ds: Any) -> dict[str, Any]:
+def _load_recipe(args: argparse.Namespace, given: dict[str, Any]) -> Any:
     from jaxcomp import recipes
+    from jaxcomp.errors import RecipeError
 
-    changes = {k: getattr(args, k) for k in ("flops", "criterion", "dense_epochs",
-               "prune_epochs", "finetune_epochs", "batch_size", "seed", "round_to")
-               if getattr(args, k) is not None}  # fmt: skip
     try:
-        cfg = recipes.Structured(**changes)
-    except ValueError as e:
-        raise _UsageError(str(e)) from e
-    try:
-        res = _run_recipe(recipes.structured, args, model, ds, cfg)
-    except ValueError as e:
-        raise _UsageError(str(e).splitlines()[0]) from e
-    report = {"model": args.model, "data": args.data, "recipe": "structured", **res.report,
-              "config": dataclasses.asdict(cfg), "stages": res.stages}  # fmt: skip
-    with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as f:
-        f.write(recipes.structured_markdown(report))
-    recipes.plot_widths(res.report["widths"], os.path.join(args.out, "widths.png"))
-    return report
+        return recipes.load_recipe(args.recipe, model=args.model)
+    except RecipeError as e:
+        table = recipes.shipped()
+        if args.recipe not in table or args.model is None:
+            raise _UsageError(str(e)) from e
+        # a shipped recipe on a model it has no version for: its first version's stages, with
+        # the per-layer settings given on the command line
+        needs = [f"--{k}" for k in ("sparsity", "bits") if k not in given]
+        first = table[args.recipe]["models"][0]
+        rec = recipes.load_recipe(args.recipe, model=first)
+        kinds = {s.type for s in rec.stages}
+        needs = [n for n in needs if _LEGACY[n[2:]][0] in kinds]
+        if needs:
+            raise _UsageError(
+                f"{e}; give {' and '.join(needs)} for --model {args.model} (the per-layer "
+                "settings), or write a recipe file"
+            ) from e
+        return rec.replace({"model.name": args.model})
 
 
 def _compress(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxcomp import analysis
-    from jaxcomp import models
     from jaxcomp import recipes
-    from jaxcomp.errors import SelectionError
+    from jaxcomp.errors import RecipeError
 
-    _check_recipe_flags(args)
-    ds = _load_data(args.data, args.data_dir)
+    given = _legacy(args)
+    rec = _load_recipe(args, given)
+    changes = _changes(rec, given)
+    if args.data is not None:
+        changes["data.name"] = args.data
+    if args.data_dir is not None:
+        changes["data.data_dir"] = args.data_dir
+    if args.api is not None:
+        changes["model.api"] = args.api
+    if args.init is not None:
+        if not os.path.isdir(os.path.join(args.init, "checkpoints")):
+            raise _UsageError(f"--init: {args.init} has no checkpoints/ (is it a `jaxcomp train` "
+                              "--out?)")  # fmt: skip
+        changes["model.init"] = args.init
+    if args.resume and not os.path.isdir(args.out):
+        raise _UsageError(f"--resume: {args.out} does not exist")
     try:
-        model = models.get(args.model, num_classes=ds.num_classes)
-    except ValueError as e:
+        rec = rec.replace(changes)
+        res = recipes.run(rec, out=args.out, resume=args.resume, budget=args.budget,
+                          progress=not args.no_progress,
+                          log=lambda line: print(line, file=sys.stderr))  # fmt: skip
+    except RecipeError as e:
         raise _UsageError(str(e)) from e
-    if args.recipe == "structured":
-        return _compress_structured(args, model, ds)
-    cfg = _recipe_config(args)
+    return res.report
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from jaxcomp import recipes
+
+    table = recipes.shipped()
+    if args.show is not None:
+        if args.show not in table:
+            raise _UsageError(f"--show: no shipped recipe {args.show!r}; shipped: "
+                              f"{', '.join(table)}")  # fmt: skip
+        files = table[args.show]["files"]
+        version = args.model if args.model in files else "default" if "default" in files else None
+        if version is None:
+            version = next(iter(files)) if args.model is None else None
+        if version is None:
+            raise _UsageError(f"--show {args.show} has versions for {', '.join(files)}, not for "
+                              f"--model {args.model}")  # fmt: skip
+        print(files[version].read_text(encoding="utf-8"), end="")
+        return 0
+    width = max(len(n) for n in table)
+    for name, info in table.items():
+        models = ", ".join("any model" if m == "default" else m for m in info["models"])
+        print(f"{name:<{width}}  [{models}]  {info['description']}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from jaxcomp import recipes
+
     try:
-        res = _run_recipe(recipes.deep_compression, args, model, ds, cfg)
-    except SelectionError as e:
-        raise _UsageError(str(e).splitlines()[0]) from e
-    dense_params, _ = recipes.load_artifact(res.artifact)
-    layers = recipes.layer_rows(res.report, dense_params["params"])
-    summary = {
-        "model": args.model,
-        "data": args.data,
-        "recipe": args.recipe,
-        "baseline_accuracy": res.baseline_accuracy,
-        "final_accuracy": res.final_accuracy,
-        "accuracy_change_pp": 100 * (res.final_accuracy - res.baseline_accuracy),
-        "dense_bytes": res.report["dense_bytes"],
-        "compressed_bytes": res.report["file_bytes"],
-        "compression_ratio": res.report["compression_ratio"],
-        "params": analysis.param_count(dense_params["params"]),
-        "nonzeros": analysis.nonzero_count(dense_params["params"]),
-    }
-    with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as f:
-        title = f"Deep Compression of {args.model} on {args.data}"
-        f.write(recipes.markdown_report(title=title, summary=summary, stages=res.stages,
-                                        layers=layers))  # fmt: skip
-    recipes.plot_stages(res.stages, os.path.join(args.out, "stages.png"))
-    recipes.plot_layers(layers, os.path.join(args.out, "layers.png"))
-    cfg_json = {k: (list(map(list, v)) if k in ("sparsity", "bits") else v)
-                for k, v in dataclasses.asdict(cfg).items()}  # fmt: skip
-    return {**summary, "config": cfg_json, "stages": res.stages, "layers": layers,
-            "bytes": res.report["bytes"]}  # fmt: skip
+        rows = recipes.compare(args.dirs)
+    except (FileNotFoundError, ValueError) as e:
+        raise _UsageError(str(e)) from e
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print(recipes.compare_markdown(rows), end="")
+    if args.plot:
+        recipes.plot_compare(rows, args.plot)
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import jax
-    import optax
+    import jax.numpy as jnp
+    import numpy as np
 
     from jaxcomp import analysis
     from jaxcomp import models
     from jaxcomp import recipes
-    from jaxcomp import train
+    from jaxcomp.adapt import functional
+    from jaxcomp.core import to_dense
     from jaxcomp.errors import CorruptArtifactError
     from jaxcomp.errors import WidthMismatchError
 
     if not os.path.isfile(args.artifact):
         raise _UsageError(f"{args.artifact}: no such file")
     try:
-        variables, meta = recipes.load_artifact(args.artifact)
+        tree, meta = recipes.read_artifact(args.artifact)
     except CorruptArtifactError as e:
         raise _UsageError(f"{args.artifact}: {e}") from e
-    user = meta
     ds = _load_data(args.data, args.data_dir)
-    name = user.get("model")
+    name, api = meta.get("model"), meta.get("api", "linen")
+    shape = tuple(meta.get("input_shape", ds.input_shape))
+    if shape != tuple(ds.input_shape):
+        raise _UsageError(
+            f"--data {args.data} has inputs {ds.input_shape}, the artifact's model takes {shape}"
+        )
     try:
-        model = models.get(name, num_classes=int(user.get("num_classes", ds.num_classes)))
+        model = models.get(name, num_classes=int(meta.get("num_classes", ds.num_classes)),
+                           api=api, **({"key": jax.random.key(0), "input_shape": shape}
+                                       if api == "nnx" else {}))  # fmt: skip
     except (ValueError, TypeError) as e:
         raise _UsageError(f"{args.artifact}: its model {name!r} is unknown: {e}") from e
-    if tuple(user.get("input_shape", ds.input_shape)) != tuple(ds.input_shape):
-        raise _UsageError(
-            f"--data {args.data} has inputs {ds.input_shape}, the artifact's model takes "
-            f"{tuple(user['input_shape'])}"
-        )
-    out = {"artifact": args.artifact, "model": name, "data": args.data,
-           "bytes": os.path.getsize(args.artifact)}  # fmt: skip
-    if user.get("recipe") == "structured":  # run the smaller model, not the masked dense one
-        try:
-            small_apply, small, _ = recipes.load_small(model, args.artifact, ds.input_shape)
-            acc = recipes.structured_accuracy(small_apply, small, ds.x_test, ds.y_test)
-        except WidthMismatchError as e:
-            raise _UsageError(f"{args.artifact}: {str(e).splitlines()[0]}") from e
-        return {**out, "test_accuracy": acc, "params": analysis.param_count(small["params"])}
-    state = train.TrainState.create(apply_fn=model.apply, variables=variables,
-                                    tx=optax.identity(), key=jax.random.key(0))  # fmt: skip
-    ev = train.evaluate(state, ds.x_test, ds.y_test)
-    return {**out, "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]}
+    apply_fn = functional(model)[0] if api == "nnx" else model.apply
+    try:
+        fast, fast_vars = recipes.deploy(apply_fn, tree, shape,
+                                         activations=meta.get("activations"))  # fmt: skip
+    except WidthMismatchError as e:
+        raise _UsageError(f"{args.artifact}: {str(e).splitlines()[0]}") from e
+    fwd = jax.jit(fast)
+    x1 = jnp.zeros((1, *shape), jnp.float32)
+    out = {"artifact": args.artifact, "model": name, "api": api, "data": args.data,
+           "recipe": meta.get("recipe"), "bytes": os.path.getsize(args.artifact),
+           "test_accuracy": recipes.accuracy(fwd, fast_vars, ds.x_test, ds.y_test,
+                                             batch_size=min(128, ds.num_test)),
+           "params": int(sum(np.size(x) for x in jax.tree.leaves(tree["params"]))),
+           "flops": int(analysis.flops(fast, fast_vars, x1))}  # fmt: skip
+    if args.latency:
+        dense = jax.tree.map(jnp.asarray, to_dense(tree))
+        fns = {"dense": lambda x: apply_fn(dense, x), "compressed": lambda x: fast(fast_vars, x)}
+        lat = {}
+        for b in (1, 128):
+            xb = jnp.asarray(np.resize(ds.x_test, (b, *shape)))
+            t = analysis.compare_latency(fns, xb, repeats=args.repeats, warmup=2,
+                                         rounds=min(5, args.repeats))  # fmt: skip
+            lat[f"batch_{b}"] = {k: 1e3 * v["median_s"] for k, v in t.items()}
+        out["latency_ms"] = lat
+        out["speedup_batch_128"] = lat["batch_128"]["dense"] / lat["batch_128"]["compressed"]
+        out["speedup_batch_1"] = lat["batch_1"]["dense"] / lat["batch_1"]["compressed"]
+        out["machine"] = recipes.machine()
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -503,10 +558,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _refuse_checkpoints(args.out)
             report = _train(args)
         elif args.command == "compress":
-            report = _compress(args)
+            r = _compress(args)
+            lat = r["latency_ms"].get("batch_128") or next(iter(r["latency_ms"].values()))
+            print(
+                f"{r['model']} on {r['data']} by {r['recipe']}: {r['compressed_bytes']:,} bytes "
+                f"({r['compression_ratio']:.1f}x smaller), {r['flops_ratio']:.2f} of the MACs, "
+                f"{lat['dense'] / lat['compressed']:.2f}x the dense model's speed; test accuracy "
+                f"{r['baseline_accuracy']:.4f} -> {r['final_accuracy']:.4f} -> {args.out}/model.jcz"
+            )
+            return 0
+        elif args.command == "recipes":
+            return _recipes(args)
+        elif args.command == "compare":
+            return _compare(args)
         elif args.command == "evaluate":
-            report = _evaluate(args)
-            print(json.dumps(report))
+            print(json.dumps(_evaluate(args)))
             return 0
         else:  # pragma: no cover - argparse rejects unknown commands
             raise _UsageError(f"unknown command {args.command}")
@@ -516,22 +582,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
-    if args.command == "compress" and args.recipe == "structured":
-        print(
-            f"{report['model']} on {report['data']}: {report['flops_ratio']:.2f} of the FLOPs, "
-            f"{report['params_ratio']:.2f} of the params, {report['measured_speedup']:.2f}x "
-            f"faster at batch 128; test accuracy {report['baseline_accuracy']:.4f} -> "
-            f"{report['final_accuracy']:.4f} -> {args.out}/model.jcz"
-        )
-        return 0
-    if args.command == "compress":
-        print(
-            f"{report['model']} on {report['data']}: {report['compressed_bytes']:,} bytes, "
-            f"{report['compression_ratio']:.1f}x smaller; test accuracy "
-            f"{report['baseline_accuracy']:.4f} -> {report['final_accuracy']:.4f} "
-            f"-> {args.out}/model.jcz"
-        )
-        return 0
     print(
         f"{report['model']} on {report['data']}: test accuracy {report['test_accuracy']:.4f} "
         f"({report['params']:,} params, {report['flops']:,} MACs) -> {args.out}/report.json"

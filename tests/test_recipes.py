@@ -1,4 +1,5 @@
-"""Deep Compression end to end: exact sparsity, shared values, bit-exact artifact, the command."""
+"""Deep Compression as the shipped recipe: exact sparsity, shared values, bit-exact artifact, and
+the command with the former recipe's flags."""
 
 import json
 
@@ -9,13 +10,24 @@ import pytest
 import jaxcomp as jc
 from jaxcomp import cli
 from jaxcomp import recipes
-from jaxcomp.errors import SelectionError
+from jaxcomp.errors import RecipeError
 
-TOY = recipes.DeepCompression(
-    sparsity=[("Dense_0", 0.9), ("Dense_1", 0.8), ("Dense_2", 0.5)],
-    bits=[("Dense_2", 4), ("Dense", 3)],
-    dense_epochs=2, prune_epochs=1, retrain_epochs=1, quant_epochs=1, mask_every=5,
-)  # fmt: skip
+# the shipped deep-compression recipe (lenet300), at toy size on the digits
+TOY = recipes.load_recipe(
+    "deep-compression",
+    model="lenet300",
+    changes={
+        "data.name": "digits",
+        "training.epochs": 2,
+        "stages.1.sparsity": [["Dense_0", 0.9], ["Dense_1", 0.8], ["Dense_2", 0.5]],
+        "stages.1.epochs": 1,
+        "stages.1.mask_every": 5,
+        "stages.2.epochs": 1,
+        "stages.3.bits": [["Dense_2", 4], ["Dense", 3]],
+        "stages.3.epochs": 1,
+        "measure.latency_repeats": 1,
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +38,7 @@ def digits():
 @pytest.fixture(scope="module")
 def run(digits):
     model = jc.models.get("lenet300", num_classes=10)
-    return model, recipes.deep_compression(model, digits, TOY, progress=False)
+    return model, recipes.run(TOY, model=model, data=digits, progress=False)
 
 
 def test_exact_sparsity_and_shared_values(run):
@@ -52,29 +64,27 @@ def test_artifact_is_bit_exact_and_accuracy_is_of_the_bytes(run, digits):
     variables, _ = recipes.load_artifact(res.artifact)
     logits = model.apply(variables, digits.x_test)
     acc = int(np.sum(np.argmax(logits, -1) == digits.y_test)) / len(digits.y_test)
-    assert acc == pytest.approx(res.final_accuracy, abs=1e-9)
-    assert [s["stage"] for s in res.stages] == ["dense", "pruned", "quantized+coded"]
-    assert res.stages[-1]["bytes"] == len(res.artifact)
-    assert res.report["compression_ratio"] == pytest.approx(
-        res.stages[0]["bytes"] / len(res.artifact)
-    )
+    report = res.report
+    assert acc == pytest.approx(report["final_accuracy"], abs=1e-9)
+    stages = report["stages"]
+    assert [s["type"] for s in stages] == ["dense", "prune", "finetune", "quant", "encode"]
+    assert stages[-1]["bytes"] == len(res.artifact) == report["compressed_bytes"]
+    assert report["compression_ratio"] == pytest.approx(stages[0]["bytes"] / len(res.artifact))
 
 
 def test_bad_recipes():
-    with pytest.raises(ValueError, match="sparsity"):
-        TOY.replace(sparsity=[("Dense", 1.0)])
-    with pytest.raises(ValueError, match="bits"):
-        TOY.replace(bits=[("Dense", 0)])
-    with pytest.raises(ValueError, match="coder"):
-        TOY.replace(coder="gzip")
+    with pytest.raises(RecipeError, match="sparsity"):
+        TOY.replace({"stages.1.sparsity": [["Dense", 1.0]]})
+    with pytest.raises(RecipeError, match="bits"):
+        TOY.replace({"stages.3.bits": [["Dense", 0]]})
+    with pytest.raises(RecipeError, match="coder"):
+        TOY.replace({"stages.4.coder": "gzip"})
 
 
 def test_rule_that_misses_a_kernel(digits):
-    model = jc.models.get("lenet300", num_classes=10)
-    cfg = TOY.replace(sparsity=[("Dense_0", 0.5)], dense_epochs=0, prune_epochs=0,
-                      retrain_epochs=0, quant_epochs=0)  # fmt: skip
-    with pytest.raises(SelectionError, match="Dense_1"):
-        recipes.deep_compression(model, digits, cfg, progress=False)
+    bad = TOY.replace({"stages.1.sparsity": [["Dense_0", 0.5]]})
+    with pytest.raises(RecipeError, match="Dense_1"):
+        recipes.run(bad, data=digits, progress=False)
 
 
 def test_compress_and_evaluate_commands(tmp_path, capsys):
@@ -95,12 +105,13 @@ def test_compress_and_evaluate_commands(tmp_path, capsys):
               "--coder", "ans", "--no-progress"])  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     for key in ("baseline_accuracy", "final_accuracy", "dense_bytes", "compressed_bytes",
-                "compression_ratio", "layers"):  # fmt: skip
+                "compression_ratio", "layers", "flops", "latency_ms"):  # fmt: skip
         assert key in report
     assert report["compressed_bytes"] == (out / "model.jcz").stat().st_size
     assert report["dense_bytes"] == 4 * report["params"]
     assert [row["layer"] for row in report["layers"]] == ["Dense_0", "Dense_1", "Dense_2"]
-    assert report["config"]["coder"] == "ans"
+    assert report["config"]["stages"][-1]["coder"] == "ans"
+    assert report["config"]["stages"][0]["sparsity"] == [["Dense_0", 0.9], ["Dense", 0.7]]
     assert (out / "stages.png").stat().st_size > 0 and (out / "layers.png").stat().st_size > 0
     assert "| Dense_0 |" in (out / "report.md").read_text()
     ev = cli_main(["evaluate", str(out / "model.jcz"), "--data", "digits"])

@@ -1,5 +1,9 @@
 """Deep Compression of LeNet-300-100 and LeNet-5 on mnist5k: the table of docs/deep_compression.md.
 
+The pipeline is the shipped recipe ``deep-compression`` (jaxcomp/recipes/shipped/deep-compression/),
+run by ``jaxcomp.recipes.run``; ``jaxcomp compress --recipe deep-compression --model NAME`` is the
+same run.
+
 python -m experiments.deep_compression.run            # full run, writes docs/results/...
 python -m experiments.deep_compression.run --smoke    # toy size (the test suite runs this)
 """
@@ -15,6 +19,9 @@ import jaxcomp as jc
 from experiments.common import write_results
 from jaxcomp import recipes
 
+_OLD_NAMES = {"dense": "dense", "finetune": "pruned", "encode": "quantized+coded"}
+"""details.json keeps the three stages of the paper (experiments/summary.py reads them)."""
+
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -25,34 +32,37 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     rows, details = [], {}
     for name in args.models.split(","):
-        cfg = recipes.PRESETS[name].replace(coder=args.coder)
+        # the shipped recipe file jaxcomp/recipes/shipped/deep-compression/NAME.toml
+        rec = recipes.load_recipe("deep-compression", model=name)
+        changes = {f"stages.{rec.stages[-1].index}.coder": args.coder}
         if args.smoke:
             data = jc.data.load("digits")
-            cfg = cfg.replace(dense_epochs=1, prune_epochs=1, retrain_epochs=0, quant_epochs=1)
+            changes.update({"training.epochs": 1, "stages.1.epochs": 1, "stages.2.epochs": 0,
+                            "stages.3.epochs": 1, "measure.latency_repeats": 1})  # fmt: skip
             if name == "lenet5":
                 continue  # 8x8 digits are too small for LeNet-5's valid convolutions
         else:
             data = jc.data.load("mnist5k")
-        model = jc.models.get(name, num_classes=data.num_classes)
         t0 = time.perf_counter()
-        res = recipes.deep_compression(model, data, cfg, progress=False, log=print)
-        variables, _ = recipes.load_artifact(res.artifact)
-        layers = recipes.layer_rows(res.report, variables["params"])
+        res = recipes.run(rec.replace(changes), data=data, progress=False, log=print)
+        r = res.report
         rows.append({
             "model": name,
-            "dense accuracy": res.baseline_accuracy,
-            "final accuracy": res.final_accuracy,
-            "change (pp)": 100 * (res.final_accuracy - res.baseline_accuracy),
-            "dense bytes": res.report["dense_bytes"],
-            "jcz bytes": res.report["file_bytes"],
-            "ratio": res.report["compression_ratio"],
+            "dense accuracy": r["baseline_accuracy"],
+            "final accuracy": r["final_accuracy"],
+            "change (pp)": r["accuracy_change_pp"],
+            "dense bytes": r["dense_bytes"],
+            "jcz bytes": r["compressed_bytes"],
+            "ratio": r["compression_ratio"],
             "seconds": round(time.perf_counter() - t0, 1),
         })  # fmt: skip
-        details[name] = {"stages": res.stages, "layers": layers, "bytes": res.report["bytes"]}
+        stages = [{**s, "stage": _OLD_NAMES[s["type"]]} for s in r["stages"]
+                  if s["type"] in _OLD_NAMES]  # fmt: skip
+        details[name] = {"stages": stages, "layers": r["layers"], "bytes": r["bytes"]}
         if not args.smoke:
             os.makedirs("docs/img", exist_ok=True)
-            recipes.plot_stages(res.stages, f"docs/img/deep_compression_{name}_stages.png")
-            recipes.plot_layers(layers, f"docs/img/deep_compression_{name}_layers.png")
+            recipes.plot_stages(stages, f"docs/img/deep_compression_{name}_stages.png")
+            recipes.plot_layers(r["layers"], f"docs/img/deep_compression_{name}_layers.png")
     cols = ["model", "dense accuracy", "final accuracy", "change (pp)", "dense bytes",
             "jcz bytes", "ratio", "seconds"]  # fmt: skip
     print(write_results(args.out, "summary", rows, cols, meta={"coder": args.coder}))

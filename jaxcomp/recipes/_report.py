@@ -1,4 +1,4 @@
-"""Reports of a compression run: the per-layer table of the paper, plots, and JSON."""
+"""Reports of a recipe run: the per-layer table of Deep Compression, Markdown, and plots."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxcomp.core import path_str
 
-__all__ = ["layer_rows", "markdown_report", "plot_layers", "plot_stages"]
+__all__ = ["layer_rows", "markdown_report", "plot_layers", "plot_stages", "plot_widths"]
 
 
 def _bits_of_codebook(n: int) -> int:
@@ -18,17 +19,18 @@ def _bits_of_codebook(n: int) -> int:
 
 
 def layer_rows(artifact_report: dict[str, Any], dense_params: Any) -> list[dict[str, Any]]:
-    """One row per layer, as in Deep Compression's tables.
+    """One row per layer, as in Deep Compression's tables, whatever the kernel became.
 
     Args:
       artifact_report: :func:`jaxcomp.encode.report` of the artifact.
       dense_params: the dense params (for each layer's shapes and dense size).
 
     Returns:
-      Rows with ``layer``, ``weights`` (elements of its kernel), ``kept`` (fraction nonzero),
-      ``value_bits`` (codebook index bits, 32 for raw floats), ``index_bits`` (relative-index
-      gap bits, None when stored dense), ``bytes`` (its share of the file), ``dense_bytes`` and
-      ``compression`` (dense over stored).
+      Rows with ``layer``, ``weights`` (elements of its dense kernel), ``stored`` (values stored
+      for it: the kernel, its factors, codes or kept channels), ``kept`` (nonzero stored values
+      over ``weights``), ``value_bits`` (codebook index bits, the code width, or 32 for floats),
+      ``index_bits`` (relative-index gap bits, None when stored dense), ``bytes`` (its share of
+      the file, bias included), ``dense_bytes`` and ``compression`` (dense over stored).
     """
     leaves = artifact_report["leaves"]
     rows: dict[str, dict[str, Any]] = {}
@@ -36,21 +38,26 @@ def layer_rows(artifact_report: dict[str, Any], dense_params: Any) -> list[dict[
         path = "params/" + path_str(p)
         layer, _, name = path_str(p).rpartition("/")
         mine = [lf for lf in leaves if lf["path"] == path or lf["path"].startswith(path + "/")]
-        row = rows.setdefault(layer, {"layer": layer, "weights": 0, "kept": None,
-                                      "value_bits": None, "index_bits": None, "bytes": 0,
-                                      "dense_bytes": 0})  # fmt: skip
+        row = rows.setdefault(layer, {"layer": layer, "weights": 0, "stored": None,
+                                      "kept": None, "value_bits": None, "index_bits": None,
+                                      "bytes": 0, "dense_bytes": 0})  # fmt: skip
         row["bytes"] += sum(lf["total_bytes"] for lf in mine)
         row["dense_bytes"] += 4 * int(x.size)
         if name != "kernel":
             continue
         row["weights"] = int(x.size)
-        idx = [lf for lf in mine if lf["path"].endswith("/indices")]
         book = [lf for lf in mine if lf["path"].endswith("/codebook")]
-        main = idx[0] if idx else (mine[0] if mine else None)
-        if main is not None:
-            row["kept"] = main["nonzeros"] / max(1, main["elements"])
-            row["index_bits"] = main["index_bits"] if main["codec"] == "sparse" else None
-        row["value_bits"] = _bits_of_codebook(book[0]["elements"]) if book else 32
+        main = [lf for lf in mine if not lf["path"].endswith("/codebook")
+                and lf["dtype"] != "bool" and lf["elements"] > 1]  # fmt: skip
+        if main:
+            row["stored"] = sum(lf["elements"] for lf in main)
+            row["kept"] = sum(lf["nonzeros"] for lf in main) / max(1, int(x.size))
+            sparse = [lf["index_bits"] for lf in main if lf["codec"] == "sparse"]
+            row["index_bits"] = max(sparse) if sparse else None
+        if book:
+            row["value_bits"] = max(_bits_of_codebook(b["elements"]) for b in book)
+        elif main:
+            row["value_bits"] = 8 * max(np.dtype(lf["dtype"]).itemsize for lf in main)
     for row in rows.values():
         row["compression"] = row["dense_bytes"] / row["bytes"] if row["bytes"] else None
     return list(rows.values())
@@ -66,32 +73,57 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def markdown_report(
-    *, title: str, summary: dict[str, Any], stages: Sequence[dict[str, Any]], layers: Sequence[dict]
-) -> str:
-    """A Markdown report: the summary, the stages and the per-layer table."""
-    out = [f"# {title}", ""]
-    out += [
-        f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
-    ]
-    out += [
-        "",
-        "## Stages",
-        "",
-        "| stage | test accuracy | bytes | nonzeros |",
-        "| --- | --- | --- | --- |",
-    ]
-    out += [f"| {s['stage']} | {s['test_accuracy']:.4f} | {s['bytes']:,} | {s['nonzeros']:,} |"
-            for s in stages]  # fmt: skip
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """``report.md`` of a recipe run: summary, latency, stages, layers, widths, bytes."""
+    out = [f"# {report['recipe']}: {report['model']} on {report['data']}", ""]
+    keys = ("baseline_accuracy", "final_accuracy", "accuracy_change_pp", "dense_bytes",
+            "compressed_bytes", "compression_ratio", "dense_flops", "flops", "flops_ratio",
+            "params", "stored_params", "nonzeros", "measured_speedup",
+            "measured_speedup_batch1", "wall_s")  # fmt: skip
+    out += [f"- {k}: {_num(report.get(k))}" for k in keys if k in report]
+    b = report.get("budget")
+    if b:
+        at = f" at batch {b['batch']}" if b.get("batch") else ""
+        out.append(f"- budget: {b['metric']}{at} <= {b['value']:g}: {b['knob']} = {b['setting']} "
+                   f"(scale {b['scale']:.3g}); predicted {b['predicted']:,.4g}, measured "
+                   f"{b['measured']:,.4g}: {'met' if b['met'] else 'NOT met'}")  # fmt: skip
+    m = report.get("machine", {})
+    out += ["", f"## Latency (ms, median of interleaved calls; {m.get('backend', '?')}, "
+            f"{m.get('device', '?')}, {m.get('cores', '?')} cores)", "",
+            "| batch | dense | compressed | speed-up |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for batch, row in report["latency_ms"].items():
+        out.append(f"| {batch.split('_')[1]} | {row['dense']:.3f} | {row['compressed']:.3f} | "
+                   f"{row['dense'] / row['compressed']:.2f}x |")  # fmt: skip
+    out += ["", "## Stages", "",
+            "| stage | epochs | test accuracy | bytes | MACs | stored values | nonzeros | s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for s in report["stages"]:
+        out.append(f"| {s['stage']} | {s['epochs']} | {_num(s['test_accuracy'])} | "
+                   f"{s['bytes']:,} | {s['flops']:,} | {s['params']:,} | {s['nonzeros']:,} | "
+                   f"{s['seconds']} |")  # fmt: skip
     out += ["", "## Layers", "",
-            "| layer | weights | kept | value bits | index bits | bytes | compression |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for r in layers:
+            "| layer | weights | stored | kept | value bits | index bits | bytes | compression |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in report["layers"]:
         out.append(
-            f"| {r['layer']} | {_fmt(r['weights'])} | {_fmt(r['kept'], pct=True)} | "
-            f"{_fmt(r['value_bits'])} | {_fmt(r['index_bits'])} | {_fmt(r['bytes'])} | "
-            f"{_fmt(r['compression'])}x |"
+            f"| {r['layer']} | {_fmt(r['weights'])} | {_fmt(r['stored'])} | "
+            f"{_fmt(r['kept'], pct=True)} | {_fmt(r['value_bits'])} | {_fmt(r['index_bits'])} | "
+            f"{_fmt(r['bytes'])} | {_fmt(r['compression'])}x |"
         )
+    if report.get("widths"):
+        out += ["", "## Widths", "", "| layer | inputs | outputs |", "| --- | --- | --- |"]
+        out += [f"| {r['layer']} | {r['inputs']} of {r['dense_inputs']} | {r['width']} of "
+                f"{r['dense_width']} |" for r in report["widths"]]  # fmt: skip
+    out += ["", "## Where the bytes go", "", "| part | bytes |", "| --- | --- |"]
+    out += [f"| {k} | {v:,} |" for k, v in report["bytes"].items()]
     return "\n".join(out) + "\n"
 
 
@@ -108,12 +140,13 @@ def plot_stages(stages: Sequence[dict[str, Any]], path: str | os.PathLike[str]) 
     """Accuracy and size after each stage (size on a log scale)."""
     plt = _plt()
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
-    names = [s["stage"] for s in stages]
-    ax1.bar(names, [s["bytes"] / 1024 for s in stages], color="#8fb3d9")
+    pos = list(range(len(stages)))  # stage names may repeat (two fine-tunings)
+    ax1.bar(pos, [s["bytes"] / 1024 for s in stages], color="#8fb3d9")
+    ax1.set_xticks(pos, [s["stage"] for s in stages], rotation=20, fontsize=8)
     ax1.set_yscale("log")
     ax1.set_ylabel("size (KiB, log)")
     ax2 = ax1.twinx()
-    ax2.plot(names, [100 * s["test_accuracy"] for s in stages], "o-", color="#c0392b")
+    ax2.plot(pos, [100 * s["test_accuracy"] for s in stages], "o-", color="#c0392b")
     ax2.set_ylabel("test accuracy (%)")
     ax1.set_title("Accuracy and size after each stage")
     fig.tight_layout()
@@ -136,36 +169,6 @@ def plot_layers(layers: Sequence[dict[str, Any]], path: str | os.PathLike[str]) 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def structured_markdown(report: dict[str, Any]) -> str:
-    """The Markdown report of ``jaxcomp compress --recipe structured``."""
-    keys = ("model", "data", "criterion", "flops_target", "baseline_accuracy",
-            "masked_accuracy", "final_accuracy", "dense_flops", "flops", "flops_ratio",
-            "dense_params", "params", "params_ratio", "measured_speedup",
-            "measured_speedup_batch1", "artifact_bytes")  # fmt: skip
-    out = [f"# Structured pruning of {report['model']} on {report['data']}", ""]
-    for k in keys:
-        v = report[k]
-        out.append(f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}")
-    lat = report["latency_ms"]
-    out += ["", "## Latency (ms, median, interleaved)", "", "| batch | dense | small |",
-            "| --- | --- | --- |"]  # fmt: skip
-    for batch, row in lat.items():
-        out.append(f"| {batch.split('_')[1]} | {row['dense']:.3f} | {row['small']:.3f} |")
-    out += [
-        "",
-        "## Stages",
-        "",
-        "| stage | test accuracy | MACs | params |",
-        "| --- | --- | --- | --- |",
-    ]
-    out += [f"| {s['stage']} | {s['test_accuracy']:.4f} | {s['flops']:,} | {s['params']:,} |"
-            for s in report["stages"]]  # fmt: skip
-    out += ["", "## Widths", "", "| layer | inputs | outputs |", "| --- | --- | --- |"]
-    out += [f"| {r['layer']} | {r['inputs']} of {r['dense_inputs']} | {r['width']} of "
-            f"{r['dense_width']} |" for r in report["widths"]]  # fmt: skip
-    return "\n".join(out) + "\n"
 
 
 def plot_widths(widths: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
