@@ -282,13 +282,16 @@ def test_benchmark_smokes(capsys):
     from experiments.benchmarks import qat_overhead
 
     qat = qat_overhead.main(["--smoke", "--pipeline", "2"])
-    assert set(qat["mlp"]) == {"fp32", "w8a8_fake", "w8a8_int", "w8a8_int_adapter_only"}
+    assert set(qat["mlp"]) == {"fp32", "w8a8_fake", "w8a8_int", "w8a8_int_adapter_only",
+                               "w8a8_int_adapter_only_latent"}  # fmt: skip
+    assert "isa" in qat["machine"] and set(qat["paths"].values()) <= {"int8", "f32"}
     assert qat["pipeline"] == 2
     assert all(r["ratio"] > 0 for r in qat["mlp"].values())
     inf = int8_inference.main(["--smoke"])
     with pytest.raises(SystemExit):
         int8_inference.main(["--smoke", "--batch", "0"])
     assert inf["mlp"]["int8_dynamic"]["ratio"] > 0
+    assert {"int8_dynamic_path_int8", "int8_dynamic_path_f32"} <= set(inf["mlp"])
     assert 3.0 < inf["mlp"]["weight_bytes"]["ratio"] <= 4.0
     assert '"ratio"' in capsys.readouterr().out
 

@@ -7,6 +7,8 @@ unbiased over keys; every integer path bit-identical to an integer reference.
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -281,3 +283,11 @@ def test_path_choice_per_cpu_and_kind(monkeypatch):
     assert _intdot.resolve_path("auto", k=2000, amax=128, bmax=127, kind="conv") == "int8"
     with pytest.raises(ValueError, match="path='f32'"):
         _intdot.resolve_path("f32", k=2000, amax=128, bmax=127)
+
+
+def test_qat_vs_qwix_names_the_missing_dependency(monkeypatch):
+    from experiments.benchmarks import qat_vs_qwix
+
+    monkeypatch.setitem(sys.modules, "qwix", None)  # import qwix now raises ImportError
+    with pytest.raises(SystemExit, match=r"pip install 'jaxcomp\[bench\]'"):
+        qat_vs_qwix.main(["--smoke"])

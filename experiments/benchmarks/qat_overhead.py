@@ -12,7 +12,13 @@ same process (``jc.analysis.compare_latency``):
   int8 x int8 -> int32 and the backward in float on the dequantized operands (a ``custom_vjp``);
 * ``w8a8_int_adapter_only``: ``int_matmul=True`` without the weight transform: the adapter already
   quantizes each kernel per output channel for its int8 matmul (what the transform would add is
-  the same values again).
+  the same values again);
+* ``w8a8_int_adapter_only_latent``: the same with ``estimator="latent"`` (the backward at the float
+  operands, Qwix's estimator; no dequantized residuals).
+
+The integer contractions take the machine's faster exact path (``jaxcomp.quant._intdot``; the
+JSON's ``paths`` says which per kind of contraction): on this AVX2-only EPYC, int8 for the Dense
+layers and float32 of the integer codes for the convolutions.
 
 The ratio is each step's median time over the fp32 step's (``ratio_of_min`` compares the fastest
 calls, which suffer least from other processes on a shared machine). Target: at most 0.85.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -65,6 +72,10 @@ def _states(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
             jq.fake_quant(bits=8, per_channel=True),
         ),
         "w8a8_int_adapter_only": (jq.activations(model.apply, rules, int_matmul=True), None),
+        "w8a8_int_adapter_only_latent": (
+            jq.activations(model.apply, rules, int_matmul=True, estimator="latent"),
+            None,
+        ),
     }
     out = {}
     for name, (apply_fn, transform) in configs.items():
@@ -128,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     result: dict[str, Any] = {
         "benchmark": "qat_overhead",
         "machine": machine(),
+        "paths": {k: jq.preferred_path(kind=k) for k in ("features", "conv", "rows")},
+        "load_average_before": os.getloadavg(),
         "batch": args.batch if not args.smoke else 16,
         "pipeline": args.pipeline,
         "repeats": repeats,
@@ -136,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         result[name] = bench(
             model, batch=batch, shape=shape, repeats=repeats, pipeline=args.pipeline
         )
+    result["load_average_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))
     return result
 
