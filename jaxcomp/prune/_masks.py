@@ -105,12 +105,14 @@ def _bracket(u: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _rank_mask(flat_scores: jax.Array, k: Any) -> jax.Array:
     """Keeps all but the ``k`` lowest of a flat vector (lower index first among ties).
 
-    No sort: the scores are mapped to uint32 keys in the same order (the float's bits, with the
-    sign folded so that the integer order is the float order; NaN highest), the ``k``-th smallest
-    key ``t`` is found by bisection (at most 32 counting passes; fewer from the bounds of
-    :func:`_bracket`), and of the keys equal to ``t`` the first
-    ``k - count(key < t)`` in index order are pruned (all of them, without the cumulative sum over
-    the ties, when that is their number: the usual case of distinct scores).
+    The scores are mapped to uint32 keys in the same order (the float's bits, with the sign folded
+    so that the integer order is the float order; NaN highest), the ``k``-th smallest key ``t`` is
+    found, and of the keys equal to ``t`` the first ``k - count(key < t)`` in index order are
+    pruned (all of them, without the cumulative sum over the ties, when that is their number: the
+    usual case of distinct scores). A vector of at most ``_SAMPLE`` keys reads ``t`` off its sort
+    (one small sort compiles to half the code of the loop, which matters in models with hundreds
+    of small leaves); a longer one finds ``t`` without a sort, by bisection (at most 32 counting
+    passes; fewer from the bounds of :func:`_bracket`).
     """
     x = flat_scores.astype(jnp.float32)
     bits = jax.lax.bitcast_convert_type(x, jnp.int32)
@@ -118,14 +120,19 @@ def _rank_mask(flat_scores: jax.Array, k: Any) -> jax.Array:
     u = jax.lax.bitcast_convert_type(key, jnp.uint32) ^ jnp.uint32(0x80000000)
     u = jnp.where(jnp.isnan(x), jnp.uint32(0xFFFFFFFF), u)
     k = jnp.asarray(k, jnp.int32)
+    n = u.shape[0]
+    if n <= _SAMPLE:
+        # k = 0 reads the smallest key: its ties_to_prune below is then 0, so nothing is pruned
+        t = jnp.sort(u)[jnp.clip(k - 1, 0, max(n - 1, 0))] if n else jnp.uint32(0)
+    else:
 
-    def bisect(bounds):
-        lo, hi = bounds
-        mid = lo + (hi - lo) // jnp.uint32(2)
-        enough = jnp.sum(u <= mid, dtype=jnp.int32) >= k
-        return jnp.where(enough, lo, mid + jnp.uint32(1)), jnp.where(enough, mid, hi)
+        def bisect(bounds):
+            lo, hi = bounds
+            mid = lo + (hi - lo) // jnp.uint32(2)
+            enough = jnp.sum(u <= mid, dtype=jnp.int32) >= k
+            return jnp.where(enough, lo, mid + jnp.uint32(1)), jnp.where(enough, mid, hi)
 
-    t, _ = jax.lax.while_loop(lambda b: b[0] < b[1], bisect, _bracket(u, k))
+        t, _ = jax.lax.while_loop(lambda b: b[0] < b[1], bisect, _bracket(u, k))
     below = u < t
     ties_to_prune = k - jnp.sum(below, dtype=jnp.int32)
     tie = u == t
