@@ -396,6 +396,19 @@ def _stored(tree: Any) -> int:
     return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
 
 
+def _nonzeros(tree: Any) -> int:
+    """Nonzero stored weights: of each node's decoded children for factors (not of their
+    product), of each decoded node otherwise."""
+    from jaxcomp.adapt import FactoredKernel
+    from jaxcomp.core._nodes import children
+
+    n = 0
+    for x in jax.tree.leaves(tree, is_leaf=is_compressed):
+        parts = children(x)[0] if isinstance(x, FactoredKernel) else [x]
+        n += sum(int(np.count_nonzero(np.asarray(to_dense(p)))) for p in parts)
+    return n
+
+
 def _measure_model(base: _Base, variables: dict[str, Any], act, coder: str, sparse: Any):
     """Bytes (packed with the recipe's coder), MACs of the fast model, stored values, nonzeros."""
     blob = encode.pack(variables, coder=coder, sparse=sparse)
@@ -405,7 +418,7 @@ def _measure_model(base: _Base, variables: dict[str, Any], act, coder: str, spar
         "bytes": len(blob),
         "flops": int(analysis.flops(fast, fast_vars, x1)),
         "params": _stored(variables["params"]),
-        "nonzeros": int(analysis.nonzero_count(to_dense(variables["params"]))),
+        "nonzeros": _nonzeros(variables["params"]),
     }
 
 
@@ -419,12 +432,30 @@ def _latency(fns: dict[str, Callable], base: _Base, batches, repeats: int) -> di
     return out
 
 
-def _predict(base, recipe, dense, budget: Budget) -> float:
+def _metadata(base: _Base, recipe: Recipe, baseline: float, activations, extra=None):
+    meta = dict(extra or {})
+    meta.update({"model": base.model_name, "api": base.api, "num_classes": base.data.num_classes,
+                 "input_shape": list(base.input_shape), "data": base.data.name,
+                 "recipe": recipe.name, "baseline_accuracy": baseline,
+                 "activations": activations})  # fmt: skip
+    return meta
+
+
+def _pack(base, recipe, variables, meta) -> bytes:
+    enc = recipe.stages[-1].args
+    dense_bytes = 4 * analysis.param_count(base.start["params"])
+    return encode.pack(variables, metadata=meta, coder=enc["coder"], sparse=_sparse(enc),
+                       dense_bytes=dense_bytes)  # fmt: skip
+
+
+def _predict(base, recipe, dense, budget: Budget, baseline: float, extra) -> float:
+    """The budget's metric of ``recipe`` by a dry run (nothing trained) from ``dense``; bytes with
+    the artifact's own metadata."""
     flow = _stages(base, recipe, dense, trainer=None)
     variables = {"params": flow.finalize(), **flow.model_state}
-    enc = recipe.stages[-1].args
     if budget.metric == "bytes":
-        return len(encode.pack(variables, coder=enc["coder"], sparse=_sparse(enc)))
+        m = _metadata(base, recipe, baseline, flow.activations, extra)
+        return len(_pack(base, recipe, variables, m))
     fast, fast_vars = deploy(base.apply_fn, variables, base.input_shape,
                              activations=flow.activations)  # fmt: skip
     if budget.metric == "flops":
@@ -539,7 +570,8 @@ def run(
     # everything is checked on the initial weights before anything is written
     _stages(base, rec, base.start, trainer=None, check=True)
     if bud is not None:
-        strongest = _predict(base, scaled(rec, knob, rec.budget["min_scale"]), base.start, bud)
+        strongest = _predict(base, scaled(rec, knob, rec.budget["min_scale"]), base.start, bud,
+                             0.0, metadata)  # fmt: skip
         if strongest > bud.value:
             raise RecipeError(
                 f"--budget {bud}: cannot be met by {rec.name}: its strongest setting "
@@ -608,7 +640,8 @@ def run(
                 budget_report = json.load(f)
         else:
             scale, predicted, tried = search(
-                lambda s: _predict(base, scaled(rec, knob, s), dense, bud), bud,
+                lambda s: _predict(base, scaled(rec, knob, s), dense, bud, baseline, metadata),
+                bud,
                 min_scale=rec.budget["min_scale"], max_scale=rec.budget["max_scale"],
                 steps=rec.budget["steps"],
             )  # fmt: skip
@@ -645,14 +678,8 @@ def run(
     # 4. encode, load back, check, evaluate, time
     t0 = time.perf_counter()
     final = flow.finalize()
-    meta = dict(metadata or {})
-    meta.update({"model": base.model_name, "api": base.api, "num_classes": ds.num_classes,
-                 "input_shape": list(base.input_shape), "data": ds.name, "recipe": rec.name,
-                 "baseline_accuracy": baseline, "activations": flow.activations})  # fmt: skip
-    blob = encode.pack(
-        {"params": final, **flow.model_state}, metadata=meta, coder=enc["coder"],
-        sparse=_sparse(enc), dense_bytes=dense_bytes,
-    )  # fmt: skip
+    meta = _metadata(base, rec, baseline, flow.activations, metadata)
+    blob = _pack(base, rec, {"params": final, **flow.model_state}, meta)
     stored, _ = read_artifact(blob)
     fast, fast_vars = deploy(base.apply_fn, stored, base.input_shape,
                              activations=flow.activations)  # fmt: skip
@@ -676,7 +703,7 @@ def run(
     records.append({"stage": rec.stages[-1].title, "type": "encode", "epochs": 0,
                     "test_accuracy": final_acc, "bytes": len(blob), "flops": flops,
                     "params": stored_params,
-                    "nonzeros": int(analysis.nonzero_count(to_dense(final))),
+                    "nonzeros": _nonzeros(final),
                     "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
     fns = {"dense": lambda x: base.apply_fn(dense, x), "compressed": lambda x: fast(fast_vars, x)}
     lat = _latency(fns, base, rec.measure["latency_batches"], rec.measure["latency_repeats"])

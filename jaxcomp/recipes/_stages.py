@@ -560,11 +560,49 @@ def restore(apply_fn: Callable[..., Any], template: dict[str, Any], folder: str)
                                     key=jax.random.key(0))  # fmt: skip
     ck = train.Checkpointer(ckdir)
     try:
-        if ck.latest_step() is None:
+        step = ck.latest_step()
+        if step is None:
             raise CheckpointError(f"{ckdir} holds no checkpoint")
+        # shapes first: a restore that fails half-way leaves orbax's reads behind it
+        _check_fits(os.path.abspath(os.path.join(ckdir, str(step), "default")), template)
         return ck.restore(state).variables()
     finally:
         ck.close()
+
+
+def _check_fits(path: str, template: dict[str, Any]) -> None:
+    """Raises CheckpointError naming the first leaf where a checkpoint's params differ from the
+    model's (path or shape)."""
+    import logging
+
+    import orbax.checkpoint as ocp
+
+    from jaxcomp.core import path_str
+    from jaxcomp.errors import CheckpointError
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax warns of a metadata file our checkpoints do not write
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            meta = ckptr.metadata(path)
+        tree = getattr(meta, "item_metadata", meta)
+        saved = dict(tree)["cparams"]
+    except Exception as e:  # orbax raises many kinds
+        raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
+    finally:
+        absl.setLevel(level)
+    have = {path_str(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+    want = {path_str(p): tuple(np.shape(x))
+            for p, x in jax.tree_util.tree_leaves_with_path(template["params"])}  # fmt: skip
+    for p, shape in want.items():
+        if p not in have:
+            raise CheckpointError(f"it has no {p} (the model's params {shape})")
+        if have[p] != shape:
+            raise CheckpointError(f"its {p} is {have[p]}, the model's is {shape}")
+    extra = sorted(set(have) - set(want))
+    if extra:
+        raise CheckpointError(f"it holds {extra[0]}, which the model has not")
 
 
 def _distill(stage, ctx: Context, teacher_of: Callable[[Any], tuple[Any, Any]]) -> Built:
