@@ -374,6 +374,7 @@ def test_nnx_model_with_a_budget(jit_cache, tmp_path, capsys):
         "model": {"name": "lenet300", "api": "nnx"},
         "training": {"epochs": 0},
         "measure": {"latency_repeats": 1, "latency_batches": [1]},
+        "budget": {"steps": 3},
         "stages": [
             {"type": "prune", "sparsity": 0.5},
             {"type": "quant", "scheme": "uniform", "bits": 8, "per_channel": True},
