@@ -9,14 +9,16 @@ its input is quantized on the fly to int8 per tensor (with the calibrated range 
 is computed exactly, and the result is rescaled to float and the bias added. Layers with float
 kernels run as written, so a model can mix both.
 
-**Which exact path runs where** (``path="auto"``, :mod:`jaxcomp.quant._intdot`): on a CPU with
+**Which exact path runs where** (``path="auto"``, :mod:`jaxcomp.quant._intdot`). On a CPU with
 8-bit dot-product instructions (x86 AVX-512 VNNI, AVX-VNNI or AMX; Arm dot product or i8mm), and
-on GPUs and TPUs, XLA's int8 x int8 -> int32 contraction (``lax.dot_general`` with
-``preferred_element_type=jnp.int32``; convolutions as one such matmul over im2col patches). On a
-CPU without them (an AVX2-only x86 such as this project's AMD EPYC), XLA's int8 GEMM is no faster
-than its float32 one, so the same integer codes are contracted in float32, which is exact while
-``K * 128 * 127 <= 2**24`` (``K`` the kernel's fan-in, up to 1,032 at 8 bits; wider layers take
-the int8 path). Both give the same bits; ``path="int8"`` or ``"f32"`` forces one.
+on GPUs and TPUs, every layer runs XLA's int8 x int8 -> int32 contraction (``lax.dot_general``
+with ``preferred_element_type=jnp.int32``; a convolution as one such matmul over im2col patches).
+On a CPU without them (an AVX2-only x86 such as this project's AMD EPYC), Dense layers still take
+the int8 matmul (XLA hands it to YNNPACK: 0.87-0.93 of the float32 GEMM's time there), but
+convolutions contract the same integer codes in float32 with XLA's float convolution (gathering
+int8 patches cost more than the float convolution), which is exact while ``K * 128 * 127 <=
+2**24`` (``K`` the kernel's fan-in, up to 1,032 at 8 bits; a wider convolution takes the int8
+path). Both paths give the same bits; ``path="int8"`` or ``"f32"`` forces one.
 
 The output equals that of the fake-quantized model whose layer inputs are fake-quantized the same
 way (:func:`activations` with the same bit width and symmetry), up to float summation order.
@@ -90,9 +92,9 @@ def run_int8(
       observer: the observer whose ``"quant_stats"`` hold calibrated input ranges (the one used
         to calibrate; :func:`moving_average` by default). Without statistics the batch range is
         used.
-      path: how the integer sums are computed: ``"auto"`` (the faster exact path of this
-        machine, see the module docstring), ``"int8"`` or ``"f32"`` (exact only for fan-ins up
-        to ``2**24 / (128 * 127)``; a wider layer is a ValueError when called).
+      path: how the integer sums are computed: ``"auto"`` (the faster exact path on this
+        machine for each layer, see the module docstring), ``"int8"`` or ``"f32"`` (exact only
+        for fan-ins up to ``2**24 / (128 * 127)``; a wider layer is a ValueError when called).
 
     Returns:
       A function with ``apply_fn``'s signature, called with finalized params

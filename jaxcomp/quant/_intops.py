@@ -11,10 +11,13 @@ where the zero-point term (affine activations) is the same contraction applied t
 input, so zero padding stays exact; it is computed as one more example of the batch, in the same
 call (a separate sum over the kernel cost more than the int8 matmul itself). Weights are symmetric
 (zero point 0), per output channel. The exact integer sum is computed on the faster of two exact
-paths for the machine (:mod:`jaxcomp.quant._intdot`): XLA's int8 x int8 -> int32 contraction where
-the CPU has 8-bit dot-product instructions (VNNI, AMX, Arm dot product) or on a TPU or GPU, and
-float32 arithmetic on the same small integers, exact while ``K * 128 * 127 <= 2**24``, on CPUs
-without them (AVX2-only x86), where XLA's int8 GEMM is no faster than its float one.
+paths for the machine and the contraction (:mod:`jaxcomp.quant._intdot`; ``path=``): XLA's int8 x
+int8 -> int32 contraction, or float32 arithmetic on the same small integers (exact while ``K * 128
+* 127 <= 2**24``). Where the CPU has 8-bit dot-product instructions (VNNI, AMX, Arm dot product),
+and on GPUs and TPUs, everything takes int8; on an AVX2-only CPU, Dense layers and input gradients
+take int8 (YNNPACK's int8 GEMM, about 0.9 of the float time) and convolutions and weight
+gradients float32 (XLA's float convolution, and its float GEMM for the contraction over the batch,
+which its int8 kernel runs 2.5x slower).
 
 :func:`int_linear` is inference. :func:`qat_linear` is the same forward with a ``custom_vjp``:
 quantization-aware training whose forward matmuls really run on integers, with a choice of
@@ -65,6 +68,7 @@ from jaxcomp.quant._core import in_range
 from jaxcomp.quant._core import qparams_from_range
 from jaxcomp.quant._core import qrange
 from jaxcomp.quant._intdot import contract
+from jaxcomp.quant._intdot import contract_rows
 from jaxcomp.quant._intdot import kernel_terms
 from jaxcomp.quant._intdot import resolve_path
 
@@ -165,10 +169,11 @@ def int_linear(
     """
     amax, bmax = _bounds(bits, symmetric)
     k = kernel_terms(wq.shape)
-    p = resolve_path(path, k=k, amax=amax, bmax=bmax, fn="int_linear")
+    kind = _kind(op)
+    p = resolve_path(path, k=k, amax=amax, bmax=bmax, kind=kind, fn="int_linear")
 
     def c(a):
-        return contract(op, a, wq, k=k, amax=amax, bmax=bmax, path=p)
+        return contract(op, a, wq, k=k, amax=amax, bmax=bmax, path=p, kind=kind)
 
     if symmetric:
         acc = c(xq)
@@ -185,6 +190,11 @@ def int_linear(
     return acc.astype(jnp.float32) * scale
 
 
+def _kind(op: Callable[..., jax.Array]) -> str:
+    """``"features"`` for a Dense layer's contraction, ``"conv"`` for a convolution's."""
+    return "features" if getattr(op, "example_ndim", 1) == 1 else "conv"
+
+
 def _mm(a: jax.Array, b: jax.Array, pref=None, *, ca: int, cb: int) -> jax.Array:
     return lax.dot_general(a, b, (((ca,), (cb,)), ((), ())), preferred_element_type=pref)
 
@@ -197,16 +207,17 @@ def _int8_backward(op, g, xq, wq, sw, sx, zx, *, bits, symmetric, kd, path):
     gf = g.astype(jnp.float32)
     xmax, wmax = _bounds(bits, symmetric)
     # dx = g w_hat^T = (g s_w) w_q^T: g s_w in int8 per output position
-    g1, s1 = stochastic_codes_from_data(gf * sw, kd[0], axis=-1)
+    sw_g = broadcast_channel(sw, g.ndim, g.ndim - 1)
+    g1, s1 = stochastic_codes_from_data(gf * sw_g, kd[0], axis=-1)
     # dw = x_hat^T g: g in int8 per output channel
     g2, s2 = stochastic_codes_from_data(gf.reshape(-1, n_out), kd[1], axis=0)
-    x_hat = (xq.astype(jnp.float32) - zx) * sx
     if op.patches is None:
         # no im2col form (feature groups, input dilation): the same rounded error signals through
         # the float contraction of the dequantized operands (equal up to summation order)
+        x_hat = (xq.astype(jnp.float32) - zx) * sx
         w_hat = wq.astype(jnp.float32) * broadcast_channel(sw, wq.ndim, wq.ndim - 1)
         _, vjp = jax.vjp(lambda a, b: op(a, b), x_hat, w_hat)
-        dx = vjp(g1 * s1 / sw)[0]
+        dx = vjp(g1 * s1 / sw_g)[0]
         dw = vjp((g2 * s2).reshape(g.shape))[1]
         return dx, dw
     mm_dx = lambda a, b, pref=None: _mm(a, b, pref, ca=a.ndim - 1, cb=1)
@@ -214,14 +225,12 @@ def _int8_backward(op, g, xq, wq, sw, sx, zx, *, bits, symmetric, kd, path):
     shape = jax.ShapeDtypeStruct(xq.shape, jnp.float32)
     (dx,) = jax.linear_transpose(op.patches, shape)(dp * s1)
     pq = op.patches(xq).reshape(-1, k)
-    mm_dw = lambda a, b, pref=None: _mm(a, b, pref, ca=0, cb=0)
-    acc = contract(mm_dw, pq, g2, k=pq.shape[0], amax=xmax, bmax=127, path=path)
+    acc = contract_rows(pq, g2, amax=xmax, bmax=127, path=path)
     if not symmetric:
         # x_hat = s_x (x_q - z_x) at the positions inside the input (padding is a real 0)
         ones = op.patches(jnp.ones((1, *xq.shape[1:]), jnp.int32)).reshape(-1, k)
         gsum = jnp.sum(g2.astype(jnp.int32).reshape(-1, ones.shape[0], n_out), axis=0)
-        term = _mm(ones, gsum, jnp.int32, ca=0, cb=0)
-        acc = acc - zx.astype(acc.dtype) * term.astype(acc.dtype)
+        acc = acc - zx.astype(jnp.int32) * _mm(ones, gsum, jnp.int32, ca=0, cb=0)
     dw = (acc.astype(jnp.float32) * sx * s2).reshape(wq.shape)
     return dx, dw
 
@@ -275,7 +284,7 @@ def qat_linear(
     fn = "qat_linear"
     check_training(estimator, backward, fn=fn)
     amax, bmax = _bounds(bits, symmetric)
-    p = resolve_path(path, k=kernel_terms(w.shape), amax=amax, bmax=bmax, fn=fn)
+    p = resolve_path(path, k=kernel_terms(w.shape), amax=amax, bmax=bmax, kind=_kind(op), fn=fn)
     cdtype = jnp.int8 if p == "int8" else jnp.float32
     x_dtype, w_dtype = x.dtype, w.dtype
     has_key = key is not None
