@@ -377,7 +377,14 @@ def test_nnx_model_with_a_budget(jit_cache, tmp_path, capsys):
         "budget": {"steps": 3},
         "stages": [
             {"type": "prune", "sparsity": 0.5},
-            {"type": "quant", "scheme": "uniform", "bits": 8, "per_channel": True},
+            # int8 codes with 8-bit inputs: the artifact runs in integer arithmetic
+            {
+                "type": "quant",
+                "scheme": "uniform",
+                "bits": 8,
+                "per_channel": True,
+                "activations": 8,
+            },
         ],
     }
     dense = 4 * jc.analysis.param_count(jc.adapt.functional(model)[1]["params"])
@@ -390,6 +397,12 @@ def test_nnx_model_with_a_budget(jit_cache, tmp_path, capsys):
     assert b["knob"] == "stage 1 (prune).sparsity" and b["setting"] > 0.5
     assert any(v > budget for s, v in b["tried"] if s > b["scale"])  # weaker did not fit
     assert res.report["api"] == "nnx" and res.report["model"] == "lenet300"
+    tree, meta = recipes.read_artifact(res.artifact)
+    assert meta["activations"] == {"rules": [[".*", 8]], "symmetric": False}
+    assert np.asarray(tree["params"]["Dense_0"]["kernel"].codes).dtype == np.int8
+    x = digits.x_test[:2]
+    jaxpr = str(jax.make_jaxpr(res.apply_fn)(res.variables, x))
+    assert jaxpr.count("preferred_element_type=int32") == 3  # each layer in int8 x int8 -> int32
     # the artifact evaluates as the NNX twin (`jaxcomp evaluate` rebuilds it by name)
     assert cli.main(["evaluate", str(tmp_path / "o" / "model.jcz"), "--data", "digits"]) == 0
     ev = json.loads(capsys.readouterr().out)

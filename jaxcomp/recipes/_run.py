@@ -301,6 +301,7 @@ def _stages(
     on_stage: Callable[[Any, _Flow, float | None, float], None] | None = None,
     check: bool = False,
     dense_accuracy: float | None = None,
+    calibrate_dry: bool = False,
 ) -> _Flow:
     """Runs the stages before ``encode``. ``trainer=None`` is a dry run: no training, every
     transform compressing fully at ``init`` (for checks and budget predictions)."""
@@ -344,7 +345,7 @@ def _stages(
             flow.student_apply = built.student_apply
             flow.activations = {"rules": [list(r) for r in activation_rules(a["activations"])],
                                 "symmetric": a.get("activation_symmetric", False)}  # fmt: skip
-            if trainer is not None:
+            if trainer is not None or calibrate_dry:
                 v = calibrate(flow.student_apply, {"params": flow.params(), **flow.model_state},
                               base.data, base.batch_size)  # fmt: skip
                 flow.model_state = {k: x for k, x in v.items() if k != "params"}
@@ -451,7 +452,7 @@ def _pack(base, recipe, variables, meta) -> bytes:
 def _predict(base, recipe, dense, budget: Budget, baseline: float, extra) -> float:
     """The budget's metric of ``recipe`` by a dry run (nothing trained) from ``dense``; bytes with
     the artifact's own metadata."""
-    flow = _stages(base, recipe, dense, trainer=None)
+    flow = _stages(base, recipe, dense, trainer=None, calibrate_dry=True)
     variables = {"params": flow.finalize(), **flow.model_state}
     if budget.metric == "bytes":
         m = _metadata(base, recipe, baseline, flow.activations, extra)
