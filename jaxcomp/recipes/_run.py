@@ -370,7 +370,7 @@ def _stages(
         flow.states = list(state.comp_state.states) if flow.ts else []
         flow.comp_state = state.comp_state
         flow.step += stage.epochs * base.spe
-        if check and flow.ts:
+        if check and built.transform is not None:
             lost = _lost_in(flow)
             if lost:
                 _fail(origin, stage.label, None, f"cannot compose with the stages before it: "
