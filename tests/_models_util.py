@@ -11,6 +11,7 @@ from flax import nnx
 
 from jaxcomp import models
 from jaxcomp.adapt import functional
+from jaxcomp.analysis import flops
 from jaxcomp.core._tree import path_str
 
 
@@ -19,6 +20,30 @@ def shapes(model, input_shape):
     return jax.eval_shape(
         functools.partial(models.init, model, input_shape=input_shape), jax.random.key(0)
     )
+
+
+def abstract_counts(model, input_shape):
+    """``(variables, mult-adds)`` of a linen model on one example, both computed abstractly (no
+    initializer or convolution runs), checking on the way that the model maps the example to
+    ``(1, num_classes)`` float32 logits: the count tests that call this at a model's natural
+    input are its natural-input test too (``test_models`` lists them in ``COUNTED``)."""
+    variables = shapes(model, input_shape)
+    logits = []
+
+    def apply(v, x):
+        logits.append(model.apply(v, x, train=False))
+        return logits[-1]
+
+    macs = flops(apply, variables, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    assert logits[0].shape == (1, model.num_classes), logits[0].shape
+    assert logits[0].dtype == jnp.float32
+    return variables, macs
+
+
+def params_and_macs(model, input_shape):
+    """``(params, mult-adds)`` of a linen model on one example (:func:`abstract_counts`)."""
+    variables, macs = abstract_counts(model, input_shape)
+    return count(variables["params"]), macs
 
 
 def count(params):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from _models_util import assert_nnx_twin
 from _models_util import count
+from _models_util import params_and_macs
 from _models_util import paths
 from _models_util import random_like
 from _models_util import shapes
@@ -33,14 +34,6 @@ _DN = ("NHWC", "HWIO", "NHWC")
 _close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
 # "rbg" keys for dropout: XLA's RngBitGenerator compiles in a fraction of threefry's time on a CPU
 _rbg = functools.partial(jax.random.key, impl="rbg")
-
-
-def _params_and_macs(model, input_shape):
-    """``(params, mult-adds)`` of a linen model on one example, both computed abstractly."""
-    variables = shapes(model, input_shape)
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    macs = flops(lambda v, x: model.apply(v, x), variables, x)
-    return count(variables["params"]), macs
 
 
 def _variables(module, x, seed=0):
@@ -84,7 +77,7 @@ _COUNTS = {
 def test_params_and_mult_adds_match_the_published_figures(name):
     input_shape, classes, params, published, macs = _COUNTS[name]
     assert models.input_shape(name) == input_shape
-    got_params, got_macs = _params_and_macs(models.get(name, num_classes=classes), input_shape)
+    got_params, got_macs = params_and_macs(models.get(name, num_classes=classes), input_shape)
     assert got_params == params
     assert got_macs == macs
     if published is not None:

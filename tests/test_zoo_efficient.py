@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from _models_util import assert_nnx_twin
 from _models_util import count
+from _models_util import params_and_macs
 from _models_util import random_like
 from _models_util import shapes
 from flax import nnx
@@ -30,14 +31,6 @@ _CIFAR = (32, 32, 3)
 _EPS = 1e-5  # flax's BatchNorm epsilon
 _DN = ("NHWC", "HWIO", "NHWC")
 _close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
-
-
-def _params_and_macs(model, input_shape):
-    """``(params, mult-adds)`` of a linen model on one example, both computed abstractly."""
-    variables = shapes(model, input_shape)
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    macs = flops(lambda v, x: model.apply(v, x), variables, x)
-    return count(variables["params"]), macs
 
 
 def _random_variables(module, x, seed=0):
@@ -75,7 +68,9 @@ def _bn(x, stats, params):
 
 def test_mobilenet_v1_has_the_papers_params_and_mult_adds():
     # bias-free convs, BN scale and offset, classifier with bias: Keras's trainable count
-    params, macs = _params_and_macs(models.get("mobilenet_v1", num_classes=1000), _IMAGENET)
+    params, macs = params_and_macs(
+        models.get("mobilenet_v1", num_classes=1000), models.input_shape("mobilenet_v1")
+    )
     assert params == 4_231_976
     assert macs == 568_740_352  # 567.7M in the convolutions + 1,024,000 in the classifier
     assert abs(macs - 569e6) / 569e6 < 0.05
@@ -94,7 +89,7 @@ def test_mobilenet_width_and_resolution_multipliers_match_tables_6_and_7(
     alpha, size, paper_params, paper_macs
 ):
     model = models.MobileNet(num_classes=1000, alpha=alpha)
-    params, macs = _params_and_macs(model, (size, size, 3))
+    params, macs = params_and_macs(model, (size, size, 3))
     assert abs(params - paper_params) <= 0.05e6  # the paper prints one decimal of millions
     assert abs(macs - paper_macs) / paper_macs < 0.05
 
@@ -152,7 +147,9 @@ def test_depthwise_separable_is_depthwise_then_pointwise(m, n, strides):
 
 
 def test_shufflenet_v1_g3_counts():
-    params, macs = _params_and_macs(models.get("shufflenet_v1_g3", num_classes=1000), _IMAGENET)
+    params, macs = params_and_macs(
+        models.get("shufflenet_v1_g3", num_classes=1000), models.input_shape("shufflenet_v1_g3")
+    )
     # derived from the paper's table 1 (bias-free convs, BN scale and offset, classifier with
     # bias); megvii's reference ShuffleNetV1 1.0x (group=3) has a bias-free classifier (1000
     # fewer) and lists "1.9M" params and "138M" FLOPs
@@ -169,7 +166,7 @@ def test_shufflenet_v1_g3_counts():
 )
 def test_shufflenet_other_groups_match_table_1(groups, widths, table_1):
     model = models.ShuffleNet(num_classes=1000, groups=groups, widths=widths)
-    _, macs = _params_and_macs(model, _IMAGENET)
+    _, macs = params_and_macs(model, _IMAGENET)
     assert abs(macs - table_1) / table_1 < 0.02
 
 
@@ -266,7 +263,7 @@ def _flattened_layer_counts(c, f, k, stages, hw):
 
 
 def test_flattened_counts_follow_from_the_configuration():
-    params, macs = _params_and_macs(models.get("flattened"), _CIFAR)
+    params, macs = params_and_macs(models.get("flattened"), models.input_shape("flattened"))
     # Conv_0 5x5 3 -> 96 at 32x32, flattened 96 -> 128 at 16x16 and 128 -> 256 at 8x8 (two
     # LVH stages each), max pool after each, then Dense(256 -> 10)
     p1, m1 = _flattened_layer_counts(96, 128, 5, 2, 16 * 16)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _models_util import abstract_counts
 from _models_util import assert_nnx_twin
 from _models_util import count
 from _models_util import random_like
@@ -18,7 +19,6 @@ from hypothesis import strategies as st
 
 from jaxcomp import models
 from jaxcomp.adapt import functional
-from jaxcomp.analysis import flops
 
 _IMAGENET = (224, 224, 3)
 _TINY = {"num_cells": 1, "penultimate_filters": 96, "stem_filters": 4}
@@ -27,10 +27,9 @@ _EPS = 1e-3  # TF-slim's and Keras's batch-norm epsilon for the ImageNet NASNets
 
 @functools.cache
 def _mobile():
-    model = models.get("nasnet_a_mobile", num_classes=1000)
-    variables = shapes(model, _IMAGENET)
-    macs = flops(model.apply, variables, jax.ShapeDtypeStruct((1, *_IMAGENET), jnp.float32))
-    return variables, macs
+    return abstract_counts(
+        models.get("nasnet_a_mobile", num_classes=1000), models.input_shape("nasnet_a_mobile")
+    )
 
 
 def test_nasnet_a_mobile_has_keras_param_count_and_the_papers_mult_adds():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from _models_util import assert_nnx_twin
 from _models_util import count
+from _models_util import params_and_macs
 from _models_util import paths
 from _models_util import random_like
 from _models_util import shapes
@@ -25,18 +26,10 @@ from hypothesis import strategies as st
 
 from jaxcomp import models
 from jaxcomp.adapt import functional
-from jaxcomp.analysis import flops
 
 _IMAGENET = (224, 224, 3)
 _CIFAR = (32, 32, 3)
 _close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
-
-
-def _params_and_macs(model, input_shape):
-    """``(params, mult-adds)`` of a linen model on one example, both computed abstractly."""
-    variables = shapes(model, input_shape)
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    return count(variables["params"]), flops(model.apply, variables, x)
 
 
 def _variables(module, x_shape, seed=0):
@@ -65,7 +58,9 @@ def _train(module, variables, x, key=None, **kw):
     [("resnet18", 11_689_512, 1.81e9), ("resnet50", 25_557_032, 4.09e9)],
 )
 def test_imagenet_resnets_have_torchvisions_params_and_mult_adds(name, params, macs):
-    got_params, got_macs = _params_and_macs(models.get(name, num_classes=1000), _IMAGENET)
+    got_params, got_macs = params_and_macs(
+        models.get(name, num_classes=1000), models.input_shape(name)
+    )
     assert got_params == params
     assert abs(got_macs - macs) / macs < 0.05
     if name == "resnet50":
@@ -93,7 +88,7 @@ def _fractal_count(columns, widths, in_features=3, num_classes=10):
 
 
 def test_fractalnet_count_is_the_papers_construction_not_its_38_6m():
-    got, macs = _params_and_macs(models.get("fractalnet"), _CIFAR)
+    got, macs = params_and_macs(models.get("fractalnet"), models.input_shape("fractalnet"))
     # the paper's 20-layer network: B = 5 blocks of C = 3 columns, 5 * 2 ** (3 - 1) = 20 layers;
     # osmr's pytorchcv fractalnet_cifar10 asserts this same count
     assert got == _fractal_count(3, (64, 128, 256, 512, 512)) == 33_724_618
@@ -105,7 +100,9 @@ def test_fractalnet_count_is_the_papers_construction_not_its_38_6m():
 
 
 def test_densenet_bc_100_12_has_769162_params():
-    got, macs = _params_and_macs(models.get("densenet_bc_100_12"), _CIFAR)
+    got, macs = params_and_macs(
+        models.get("densenet_bc_100_12"), models.input_shape("densenet_bc_100_12")
+    )
     assert got == 769_162
     assert round(got / 1e6, 1) == 0.8  # the paper's table 2
     assert abs(macs - 0.288e9) / 0.288e9 < 0.01  # ours; the paper gives none for CIFAR
