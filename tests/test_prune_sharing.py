@@ -154,6 +154,27 @@ def test_soft_sharing_training_clusters_and_finalize_snaps_to_means():
     assert near.any() and (np.asarray(fin["Dense_0"]["kernel"])[near] == 0).all()
 
 
+def test_soft_sharing_init_std_keeps_weights_out_of_the_zero_component():
+    # weights like a trained layer's: mostly within 0.1 of zero. Components as wide as the spacing
+    # of their means (the default width) let the zero component (pi_zero 0.99) take weights two
+    # spacings away at finalize; narrow ones leave every weight beyond one spacing nonzero
+    w = 0.05 * jax.random.normal(jax.random.key(0), (40, 50))
+    p = {"Dense_0": {"kernel": w}}
+    spacing = float(jnp.max(w) - jnp.min(w)) / 15  # 16 non-zero means spread over the range
+    zeroed = {}
+    for init_std in (None, 0.005):
+        t = prune.soft_sharing(components=17, pi_zero=0.99, init_std=init_std)
+        c, s = t.init(p)
+        if init_std is not None:
+            np.testing.assert_allclose(np.exp(0.5 * c.prior.log_vars), init_std, rtol=1e-5)
+        fin = np.asarray(t.finalize(c, s)["Dense_0"]["kernel"])
+        zeroed[init_std] = np.abs(np.asarray(w))[fin == 0]
+    assert zeroed[None].max() > 2 * spacing
+    assert zeroed[0.005].max() < spacing
+    with pytest.raises(ValueError, match=r"init_std must be a number >= 0\.0001"):
+        prune.soft_sharing(init_std=1e-5)
+
+
 def test_soft_sharing_bad_input():
     with pytest.raises(ValueError, match="components must be an int >= 2"):
         prune.soft_sharing(components=1)

@@ -111,17 +111,29 @@ def soft_sharing_penalty(cparams: SoftSharingParams, state: SoftSharingState) ->
 
 
 def soft_sharing(
-    *, components: int = 16, pi_zero: float = 0.99, min_std: float = 1e-4, where: Any = None
+    *,
+    components: int = 16,
+    pi_zero: float = 0.99,
+    min_std: float = 1e-4,
+    init_std: float | None = None,
+    where: Any = None,
 ) -> Transform:
     """Soft weight-sharing with a learned mixture-of-Gaussians prior (see the module docstring).
 
     ``init`` spreads the non-zero means evenly over the range of the selected weights, with
-    standard deviations of ``range / components`` and equal mixing proportions.
+    equal mixing proportions and standard deviations of ``init_std`` (``range / components`` when
+    it is None). Components as wide as the spacing of their means overlap: the weights do not
+    cluster, and with a large ``pi_zero`` the zero component takes most of them at ``finalize``.
+    On LeNet-300-100 (weights mostly within 0.1 of zero, means 0.04 apart) ten epochs of
+    retraining from the default width left the snapped network at 30% training accuracy, and
+    from ``init_std=0.005`` at 99.9%.
 
     Args:
       components: ``J``, the number of components including the zero one, an int ``>= 2``.
       pi_zero: the zero component's fixed mixing proportion, in ``(0, 1)``.
       min_std: the smallest standard deviation ``update`` allows, ``> 0``.
+      init_std: the initial standard deviation of every component, ``>= min_std``; None for
+        ``range / components``.
       where: the leaves under the prior (default :func:`jaxcomp.select.kernels`).
 
     Returns:
@@ -136,6 +148,8 @@ def soft_sharing(
     checks.number(pi_zero, fn="soft_sharing", name="pi_zero", low=0, high=1, low_open=True,
                   high_open=True)  # fmt: skip
     checks.number(min_std, fn="soft_sharing", name="min_std", low=0, low_open=True)
+    if init_std is not None:
+        checks.number(init_std, fn="soft_sharing", name="init_std", low=min_std)
     min_log_var = 2.0 * math.log(min_std)
 
     def init(params):
@@ -145,7 +159,7 @@ def soft_sharing(
         lo, hi = jnp.min(flat), jnp.max(flat)
         span = jnp.maximum(hi - lo, 1e-3)
         means = jnp.linspace(lo, hi, components - 1)
-        std = jnp.maximum(span / components, min_std)
+        std = jnp.maximum(span / components if init_std is None else init_std, min_std)
         prior = MixturePrior(
             means=means,
             log_vars=jnp.full((components,), 2.0 * jnp.log(std), jnp.float32),
