@@ -34,13 +34,19 @@ import jax.numpy as jnp
 import jaxcomp as jc
 import jaxcomp.quant as jq
 from experiments.benchmarks.qat_overhead import MLP
+from experiments.benchmarks.qat_overhead import compare
 from experiments.benchmarks.qat_overhead import parse_args
-from experiments.common import latency_summary
 from experiments.common import machine
 
 
 def bench(
-    model, *, batch: int, shape: tuple[int, ...], repeats: int, pipeline: int = 1
+    model,
+    *,
+    batch: int,
+    shape: tuple[int, ...],
+    repeats: int,
+    pipeline: int = 1,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """fp32 against dynamic and static int8 forwards; medians, ratios, bytes and agreement."""
     v = jc.models.init(model, jax.random.key(0), shape)
@@ -69,10 +75,7 @@ def bench(
         "int8_dynamic_path_f32": lambda a: run_f32(a[1], a[3]),
     }
     args = (v, final, static, x, mixed)
-    res = jc.analysis.compare_latency(
-        fns, args, repeats=repeats, warmup=3, rounds=10, pipeline=pipeline
-    )
-    out: dict[str, Any] = latency_summary(res)
+    out: dict[str, Any] = compare(fns, args, repeats=repeats, pipeline=pipeline, clock=clock)
     for n in list(fns)[1:]:
         out[n]["speedup"] = 1.0 / out[n]["ratio"]
     y32 = model.apply({"params": t.apply(c, s)}, x)
@@ -101,11 +104,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "load_average_before": os.getloadavg(),
         "repeats": repeats,
         "pipeline": args.pipeline,
+        "clock": args.clock,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     for name, (model, batch, shape) in cases.items():
         result[name] = bench(
-            model, batch=batch, shape=shape, repeats=repeats, pipeline=args.pipeline
-        )
+            model, batch=batch, shape=shape, repeats=repeats, pipeline=args.pipeline,
+            clock=args.clock,
+        )  # fmt: skip
         result[name]["batch"] = batch
     result["load_average_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))

@@ -23,12 +23,14 @@ Then each configuration trains the same way on the embedded MNIST (``jc.data.loa
 the same initial weights) and its test accuracy is reported per seed and as mean and spread.
 
 The JSON holds the machine (CPU model and ISA features, accelerator, JAX version) and the load
-average during the run: the timings are ratios within one run, the machine may be shared.
+average during the run: the timings are ratios within one run, the machine may be shared
+(``--clock cpu`` times by the process's CPU time, steadier there; see ``qat_overhead``).
 
 Qwix is an optional benchmark dependency (``pip install jaxcomp[bench]``), not a runtime one.
 
 Run: ``python -m experiments.benchmarks.qat_vs_qwix [--smoke] [--repeats N] [--batch N]
-[--epochs N] [--seeds N] [--out DIR]``; prints one JSON object and writes
+[--epochs N] [--seeds N] [--clock wall|cpu] [--no-accuracy] [--out DIR]``; prints one JSON object
+and writes
 ``qat_vs_qwix.{json,md}`` under ``--out`` (default ``docs/results/quantization``).
 """
 
@@ -51,8 +53,8 @@ import optax
 import jaxcomp as jc
 import jaxcomp.quant as jq
 from experiments.benchmarks.qat_overhead import MLP
+from experiments.benchmarks.qat_overhead import compare
 from experiments.common import EVAL_STEP
-from experiments.common import latency_summary
 from experiments.common import machine
 from experiments.common import markdown_table
 
@@ -104,7 +106,7 @@ def configs(model, qwix) -> dict[str, Callable[..., Any]]:
     }
 
 
-def bench_steps(model, applies, *, batch, shape, repeats) -> dict[str, Any]:
+def bench_steps(model, applies, *, batch, shape, repeats, clock="wall") -> dict[str, Any]:
     """Interleaved timings of every configuration's training step; medians, ratios to fp32."""
     v = jc.models.init(model, jax.random.key(0), shape)
     x = jax.random.uniform(jax.random.key(2), (batch, *shape), jnp.float32)
@@ -120,8 +122,7 @@ def bench_steps(model, applies, *, batch, shape, repeats) -> dict[str, Any]:
         return lambda ss, b: STEP(ss[i], b)
 
     fns = {n: make(i) for i, n in enumerate(names)}
-    res = jc.analysis.compare_latency(fns, states, (x, y), repeats=repeats, warmup=3, rounds=10)
-    return latency_summary(res)
+    return compare(fns, states, (x, y), repeats=repeats, clock=clock)
 
 
 def accuracy(model, applies, data, *, epochs, seeds, batch_size=64, lr=1e-3) -> dict[str, Any]:
@@ -150,6 +151,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1, help="training epochs for the accuracies")
     p.add_argument("--seeds", type=int, default=2, help="seeds for the accuracies (>= 2)")
     p.add_argument("--out", default="docs/results/quantization")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time steps by the wall clock or by the process's CPU time")  # fmt: skip
+    p.add_argument("--no-accuracy", action="store_true", help="time the steps only")
     args = p.parse_args(argv)
     if min(args.repeats, args.batch, args.epochs, args.seeds) < 1:
         p.error("--repeats, --batch, --epochs and --seeds must be >= 1")
@@ -199,14 +203,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "load_average_before": os.getloadavg(),
         "batch": cases["mlp"][1],
         "repeats": repeats,
+        "clock": args.clock,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "training": {"dataset": "mnist5k (4000 train / 1000 test)" if not args.smoke else "smoke",
                      "epochs": epochs, "batch": 64, "optimizer": "adam 1e-3", "seeds": seeds},
     }  # fmt: skip
     for name, (model, batch) in cases.items():
         applies = configs(model, qwix)
         result[name] = {"step": bench_steps(model, applies, batch=batch, shape=data.input_shape,
-                                            repeats=repeats)}  # fmt: skip
+                                            repeats=repeats, clock=args.clock)}  # fmt: skip
         print(f"[{time.perf_counter() - t0:6.1f}s] {name} steps timed", file=sys.stderr)
+        if args.no_accuracy:
+            continue
         result[name]["accuracy"] = accuracy(model, applies, data, epochs=epochs, seeds=seeds)
         print(f"[{time.perf_counter() - t0:6.1f}s] {name} trained", file=sys.stderr)
     result["load_average_after"] = os.getloadavg()
