@@ -242,4 +242,18 @@ def init(model: nn.Module, key: jax.Array, input_shape: tuple[int, ...]) -> dict
         >>> sorted(variables["params"])
         ['Dense_0', 'Dense_1', 'Dense_2']
     """
+    input_shape = tuple(input_shape)
+    try:
+        hash(model)
+    except TypeError:  # an attribute that cannot be hashed (a list): compiled for this call
+        return jax.jit(lambda k: _init_variables(model, k, input_shape))(key)
+    return _init_jitted(model, key, input_shape)
+
+
+def _init_variables(model: nn.Module, key: jax.Array, input_shape: tuple[int, ...]) -> Any:
     return model.init(key, jnp.zeros((1, *input_shape)), train=False)
+
+
+# one compiled program per (model, input shape): eagerly, each initializer of each parameter
+# shape compiles on its own (LeNet-5: 2.6 s eagerly, 1.1 s compiled whole, on a 2-core EPYC)
+_init_jitted = jax.jit(_init_variables, static_argnums=(0, 2))
