@@ -73,11 +73,30 @@ root_doc = "index"
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
-# notebooks: executed on every build (never cached); a cell that raises fails the build
-nb_execution_mode = "force"
+# Notebooks: every build executes them all first, in parallel (one kernel per core), into a fresh
+# myst-nb cache that the pages are then rendered from. A notebook that failed there is not in the
+# cache, so myst-nb executes it again while reading it and fails the build with its traceback.
+nb_execution_mode = "cache"
+nb_execution_cache_path = os.path.join(BUILD, "jupyter_cache")
 nb_execution_timeout = 300
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
+
+
+def _execute_notebooks() -> None:
+    import shutil
+
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors import load_executor
+
+    shutil.rmtree(nb_execution_cache_path, ignore_errors=True)
+    cache = get_cache(nb_execution_cache_path)
+    for path in sorted(glob.glob(os.path.join(DOCS, "notebooks", "*.ipynb"))):
+        cache.add_nb_to_project(path)
+    load_executor("local-parallel", cache).run_and_cache(timeout=nb_execution_timeout)
+
+
+_execute_notebooks()
 nb_merge_streams = True
 
 # API reference: one page per package (api/, written below at every build, not committed), its
