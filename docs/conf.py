@@ -2,7 +2,7 @@
 
 Build (warnings are errors; the notebooks in ``notebooks/`` are executed at toy size)::
 
-    sphinx-build -W --keep-going -b html docs docs/_build/html
+    sphinx-build -W --keep-going -j auto -b html docs docs/_build/html
 
 Pages are Markdown read by MyST (``myst_nb``, which also executes the notebooks); the API
 reference is generated from the docstrings by autosummary and autodoc (Google style, napoleon).
