@@ -18,10 +18,20 @@ and a table of distortions: 16-bit fixed point trained with stochastic against n
 (Gupta et al. 2015), and binarization after training of a network trained with weight noise
 (Merolla et al. 2016). The 8-bit PTQ model is also run with real int8 kernels (``run_int8``).
 
+**Estimators and quantized back-propagation** (``bits_estimators.{json,md}``): W+A
+quantization-aware fine-tuning with integer forward matmuls (``jc.quant.activations(...,
+int_matmul=True)``, which quantizes each kernel per output channel itself; calibrated
+moving-average input ranges) at 8, 4 and 2 bits, over ``--seeds`` fine-tuning seeds, with each
+straight-through estimator (``"quantized"``: the gradient at the dequantized operands, the same
+gradient as the fake-quantized model's; ``"latent"``: at the float operands, Qwix's) and each
+quantized backward (``"pow2"``: the error signal rounded to powers of two, after Lin et al. 2015;
+``"int8"``: int8 backward matmuls with stochastic rounding of the error signal, as AQT and Qwix).
+
 Budget: to fit ~10 minutes on 2 shared CPU cores, the baseline trains 4 epochs and every
 fine-tuning run 2 epochs (Adam, batch 64); the fixed-point runs train 2 epochs from scratch.
 
-Run: ``python -m experiments.quantization.bits_sweep [--smoke] [--out DIR] [--img PATH]``.
+Run: ``python -m experiments.quantization.bits_sweep [--smoke] [--part all|sweep|estimators]
+[--seeds N] [--out DIR] [--img PATH]``.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import optax
 import jaxcomp as jc
 import jaxcomp.quant as jq
 from experiments.common import EVAL_STEP
+from experiments.common import machine
 from experiments.common import train
 from experiments.common import write_results
 
@@ -160,6 +171,39 @@ def jobs(
     return out
 
 
+ESTIMATOR_VARIANTS = (
+    ("quantized", "float"),
+    ("latent", "float"),
+    ("quantized", "pow2"),
+    ("quantized", "int8"),
+)
+"""The ``(estimator, backward)`` pairs of the estimator table."""
+
+
+def estimator_rows(model, data, base, *, bits_list, epochs, lr, calib, seeds, log,
+                   variants=ESTIMATOR_VARIANTS) -> list[dict[str, Any]]:  # fmt: skip
+    """W+A QAT with integer forward matmuls for each estimator and backward, per bits and seed."""
+    rows = []
+    for b in bits_list:
+        for estimator, backward in variants:
+            qapply = jq.activations(model.apply, [(".*", b)], int_matmul=True,
+                                    estimator=estimator, backward=backward)  # fmt: skip
+            stats = jq.calibrate(qapply, base, calib, train=False)
+            accs = [
+                finetune(model, data, stats, epochs=epochs, lr=lr, apply_fn=qapply, seed=seed)[1]
+                for seed in seeds
+            ]
+            rows.append({
+                "method": f"QAT W+A, int matmuls, estimator={estimator}, backward={backward}",
+                "bits": b, "estimator": estimator, "backward": backward,
+                "accuracy": round(float(np.mean(accs)), 4), "std": round(float(np.std(accs)), 4),
+                "seeds": [round(float(a), 4) for a in accs],
+            })  # fmt: skip
+            log(f"{rows[-1]['method']:64s} {b} bits  acc {rows[-1]['accuracy']:.4f} "
+                f"± {rows[-1]['std']:.4f} {rows[-1]['seeds']}")  # fmt: skip
+    return rows
+
+
 def sweep(model, data, base, *, base_acc, bits_list, epochs, lr, calib, log, only=None):
     """Runs :func:`jobs` (the ``(method, bits)`` in ``only`` if given); returns the rows."""
     rows = []
@@ -235,7 +279,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="toy size, a few steps")
     parser.add_argument("--out", default="docs/results/quantization")
     parser.add_argument("--img", default=None, help="the plot (default docs/img/...)")
+    parser.add_argument("--part", default="all", choices=("all", "sweep", "estimators"),
+                        help="the sweep and distortions, the estimator table, or both")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=2, help="fine-tuning seeds of the estimators")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     t0 = time.perf_counter()
     data = jc.data.load("mnist5k")
     if args.smoke:
@@ -257,22 +306,43 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = state.variables()
     log(f"baseline accuracy {acc:.4f}")
     calib = _calib_batches(data, n_calib, bs=min(256, data.num_train))
-    rows = sweep(model, data, base, base_acc=acc, bits_list=bits_list, epochs=epochs, lr=3e-4,
-                 calib=calib, log=log, only=SMOKE_JOBS if args.smoke else None)  # fmt: skip
-    drows = [] if args.smoke else distortions(model, data, base, epochs=epochs, lr=3e-4, log=log)
     meta = {
         "model": "lenet5", "dataset": "mnist5k (4000 train / 1000 test)",
-        "baseline_epochs": base_epochs, "finetune_epochs": epochs, "batch_size": 64,
-        "optimizer": "adam", "smoke": args.smoke,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "baseline_epochs": base_epochs, "baseline_accuracy": round(float(acc), 4),
+        "finetune_epochs": epochs, "batch_size": 64, "optimizer": "adam", "smoke": args.smoke,
+        "machine": machine(),
     }  # fmt: skip
-    table = write_results(args.out, "bits_sweep", rows, ["method", "bits", "accuracy"], meta)
-    dtable = write_results(args.out, "distortions", drows, ["experiment", "accuracy"], meta)
-    plot(rows, img)
+    out: dict[str, Any] = {"rows": [], "distortions": [], "estimators": [], "meta": meta}
+    if args.part in ("all", "sweep"):
+        rows = sweep(model, data, base, base_acc=acc, bits_list=bits_list, epochs=epochs,
+                     lr=3e-4, calib=calib, log=log,
+                     only=SMOKE_JOBS if args.smoke else None)  # fmt: skip
+        drows = (
+            [] if args.smoke else distortions(model, data, base, epochs=epochs, lr=3e-4, log=log)
+        )
+        meta["seconds"] = round(time.perf_counter() - t0, 1)
+        table = write_results(args.out, "bits_sweep", rows, ["method", "bits", "accuracy"], meta)
+        dtable = write_results(args.out, "distortions", drows, ["experiment", "accuracy"], meta)
+        plot(rows, img)
+        print(table)
+        print(dtable)
+        out.update(rows=rows, distortions=drows)
+    if args.part in ("all", "estimators"):
+        seeds = [0] if args.smoke else list(range(args.seeds))
+        smoke_variants = (("quantized", "int8"),)
+        erows = estimator_rows(
+            model, data, base, bits_list=[2] if args.smoke else [8, 4, 2], epochs=epochs,
+            lr=3e-4, calib=calib, seeds=seeds, log=log,
+            variants=smoke_variants if args.smoke else ESTIMATOR_VARIANTS,
+        )  # fmt: skip
+        emeta = {**meta, "seeds": seeds, "seconds": round(time.perf_counter() - t0, 1)}
+        etable = write_results(args.out, "bits_estimators", erows,
+                               ["bits", "estimator", "backward", "accuracy", "std", "seeds"],
+                               emeta)  # fmt: skip
+        print(etable)
+        out["estimators"] = erows
     log("done")
-    print(table)
-    print(dtable)
-    return {"rows": rows, "distortions": drows, "meta": meta}
+    return out
 
 
 if __name__ == "__main__":
