@@ -12,6 +12,7 @@ from jaxcomp.lowrank._bn_lowrank import lowrank_conv_variables
 from jaxcomp.lowrank._cp import CpState
 from jaxcomp.lowrank._cp import cp
 from jaxcomp.lowrank._decompose import cp_als
+from jaxcomp.lowrank._decompose import cp_nls
 from jaxcomp.lowrank._decompose import cp_reconstruct
 from jaxcomp.lowrank._decompose import split_svd
 from jaxcomp.lowrank._decompose import tucker2_decompose
@@ -38,6 +39,8 @@ from jaxcomp.lowrank._rank import SensitivityScan
 from jaxcomp.lowrank._rank import rank_for_compression
 from jaxcomp.lowrank._rank import rank_for_energy
 from jaxcomp.lowrank._rank import sensitivity_scan
+from jaxcomp.lowrank._reconstruct import Calibration
+from jaxcomp.lowrank._reconstruct import fit_separable
 from jaxcomp.lowrank._separable import SeparableBasisState
 from jaxcomp.lowrank._separable import separable_basis
 from jaxcomp.lowrank._svd import SvdState
@@ -49,6 +52,7 @@ __all__ = [
     "CP",
     "Bicluster",
     "BiclusterState",
+    "Calibration",
     "CpState",
     "JaderbergState",
     "LowRank",
@@ -69,7 +73,9 @@ __all__ = [
     "bicluster",
     "cp",
     "cp_als",
+    "cp_nls",
     "cp_reconstruct",
+    "fit_separable",
     "jaderberg",
     "kernel_dictionary",
     "lowrank_conv_variables",

@@ -8,9 +8,11 @@ pipeline of four small ones: a 1x1 convolution from ``C`` to ``R`` channels (``K
 pixel instead of ``kh kw C F``.
 
 Lebedev et al. compute the decomposition by non-linear least squares and then fine-tune the
-four layers; here it is computed by alternating least squares in JAX
-(:func:`jaxcomp.lowrank.cp_als`: a fixed number of sweeps in a ``lax.fori_loop``, jit-able,
-started from HOSVD), and fine-tuning trains the four factors through the rebuilt kernel.
+four layers. Here ``method="nls"`` does that (:func:`jaxcomp.lowrank.cp_nls`: Levenberg-Marquardt
+over all factors at once, its damped Gauss-Newton systems solved by preconditioned conjugate
+gradients as in Tensorlab), and ``method="als"`` (the default, cheaper per iteration) uses
+alternating least squares (:func:`jaxcomp.lowrank.cp_als`); both are jit-able loops started from
+the same HOSVD start. Fine-tuning trains the four factors through the rebuilt kernel.
 
 References:
     Lebedev, Ganin, Rakhuba, Oseledets and Lempitsky, "Speeding-up convolutional neural networks
@@ -29,6 +31,7 @@ import jax
 from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import cp_als
+from jaxcomp.lowrank._decompose import cp_nls
 from jaxcomp.lowrank._factorize import FactorizedState
 from jaxcomp.lowrank._factorize import build
 from jaxcomp.lowrank._factorize import conv_only
@@ -51,6 +54,7 @@ def cp(
     compression: float | None = None,
     iterations: int = 50,
     key: jax.Array,
+    method: str = "als",
     where: Any = None,
 ) -> Transform:
     """CP-decomposes convolution kernels into 1x1, ``kh x 1``, ``1 x kw`` and 1x1 convolutions.
@@ -61,9 +65,11 @@ def cp(
         rank a tensor of that shape can need).
       compression: instead of ``rank``, the largest ``R`` with
         ``R (C + kh + kw + F) <= kh kw C F / compression``.
-      iterations: ALS sweeps, an int >= 0.
+      iterations: ALS sweeps or Levenberg-Marquardt iterations, an int >= 0.
       key: a PRNG key (completes the HOSVD start where ``R`` exceeds a mode's size); the same key
         gives the same factors.
+      method: ``"als"`` (alternating least squares, :func:`jaxcomp.lowrank.cp_als`) or ``"nls"``
+        (non-linear least squares as Lebedev et al., :func:`jaxcomp.lowrank.cp_nls`).
       where: the convolution kernels (default: every ``(kh, kw, C, F)`` kernel with
         ``kh * kw > 1``; a tree with none is left unchanged).
 
@@ -72,8 +78,9 @@ def cp(
       state :class:`CpState`.
 
     Raises:
-      ValueError: not exactly one of ``rank`` and ``compression``, one out of range, or
-        ``iterations < 0``. At ``init``: a selected leaf that is not a 4-D convolution kernel, or a
+      ValueError: not exactly one of ``rank`` and ``compression``, one out of range,
+        ``iterations < 0`` or an unknown ``method``. At ``init``: a selected leaf that is not
+        a 4-D convolution kernel, or a
         rank above the bound, naming the leaf.
 
     References:
@@ -83,6 +90,8 @@ def cp(
     ranks = Ranks.build("cp", rank, None, compression)
     checks.integer(iterations, fn="cp", name="iterations", low=0)
     checks.key(key, fn="cp")
+    checks.choice(method, ("als", "nls"), fn="cp", name="method")
+    decompose = cp_als if method == "als" else cp_nls
 
     def factorize(leaf, x):
         kh, kw, c, f = x.shape
@@ -93,7 +102,7 @@ def cp(
             cost=lambda r: r * (c + kh + kw + f), dense=size,
         )  # fmt: skip
         k = jax.random.fold_in(key, leaf.index)
-        ky, kx, ks, kt = cp_als(x, r, iterations=iterations, key=k)
+        ky, kx, ks, kt = decompose(x, r, iterations=iterations, key=k)
         node = CP(first=ks, vertical=ky, horizontal=kx, last=kt.T)
         return jax.tree.map(lambda a: a.astype(x.dtype), node), {}
 

@@ -10,6 +10,11 @@ the truncated SVD of ``M``: ``vertical[i, 0, c, k] = U[(i, c), k] sqrt(s_k)`` an
 pair reproduces the convolution exactly. The cost per output pixel falls from ``kh kw C F`` to
 ``K (kh C + kw F)`` multiply-adds.
 
+With ``data=`` (a :class:`jaxcomp.lowrank.Calibration`) the pairs are then refitted to the layers'
+*responses* on that data, layer by layer in forward order, each on the inputs produced by the
+layers already approximated (Jaderberg et al.'s data reconstruction; see
+:mod:`jaxcomp.lowrank._reconstruct`).
+
 References:
     Jaderberg, Vedaldi and Zisserman, "Speeding up convolutional neural networks with low rank
     expansions", BMVC 2014, arXiv:1405.3866.
@@ -22,6 +27,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.core import _checks as checks
 from jaxcomp.core._transform import Transform
 from jaxcomp.lowrank._decompose import singular_values
 from jaxcomp.lowrank._decompose import split_svd
@@ -31,6 +37,9 @@ from jaxcomp.lowrank._factorize import describe
 from jaxcomp.lowrank._nodes import Separable
 from jaxcomp.lowrank._rank import Ranks
 from jaxcomp.lowrank._rank import choose_rank
+from jaxcomp.lowrank._reconstruct import Calibration
+from jaxcomp.lowrank._reconstruct import check_calibration
+from jaxcomp.lowrank._reconstruct import reconstruct_layers
 from jaxcomp.select._select import Selector
 from jaxcomp.select._select import kernels
 
@@ -81,6 +90,8 @@ def jaderberg(
     energy: float | None = None,
     compression: float | None = None,
     where: Any = None,
+    data: Calibration | None = None,
+    iterations: int = 10,
 ) -> Transform:
     """Replaces ``kh x kw`` convolutions by a ``kh x 1`` and a ``1 x kw`` convolution (scheme 2).
 
@@ -93,6 +104,12 @@ def jaderberg(
         ``K (kh C + kw F) <= kh kw C F / compression``.
       where: the convolution kernels (default :func:`spatial_convs`: every ``(kh, kw, C, F)``
         kernel with ``kh * kw > 1``; a tree with none is left unchanged).
+      data: ``None`` for the closed form (the best pair for the kernel), or a
+        :class:`jaxcomp.lowrank.Calibration`: ``init`` then refits each pair, from the closed
+        form, to its layer's output on ``data.x``, layer by layer in forward order, each on the
+        inputs of the network approximated so far and against the original network's outputs
+        (Jaderberg et al.'s data reconstruction). The ranks are chosen as without data.
+      iterations: alternating least-squares sweeps of the data reconstruction, an int >= 0.
 
     Returns:
       A structure-changing :class:`jaxcomp.Transform` whose ``cparams`` hold :class:`Separable`
@@ -102,13 +119,17 @@ def jaderberg(
       ValueError: not exactly one of ``rank``, ``energy``, ``compression``, or one out of range.
         At ``init``: a selected leaf that is not a ``kh x kw`` convolution with ``kh, kw > 1``
         (a ``Dense`` kernel, a 1x1 or ``k x 1`` convolution), or a rank above
-        ``min(kh C, kw F)``, naming the leaf.
+        ``min(kh C, kw F)``, naming the leaf. A ``data`` that is not a ``Calibration``, or
+        ``iterations < 0``.
 
     References:
         Jaderberg, Vedaldi and Zisserman, "Speeding up convolutional neural networks with low
         rank expansions", BMVC 2014, arXiv:1405.3866.
     """
     ranks = Ranks.build("jaderberg", rank, energy, compression)
+    checks.integer(iterations, fn="jaderberg", name="iterations", low=0)
+    if data is not None:
+        check_calibration(data, "jaderberg")
 
     def accepts(path, x):
         if x.ndim != 4 or x.shape[0] < 2 or x.shape[1] < 2:
@@ -130,7 +151,7 @@ def jaderberg(
         vertical, horizontal = separable_factors(mat, x.shape, k)
         return Separable(jnp.asarray(vertical, x.dtype), jnp.asarray(horizontal, x.dtype)), {}
 
-    return build(
+    closed = build(
         what="jaderberg",
         where=where,
         default=spatial_convs(),
@@ -139,3 +160,11 @@ def jaderberg(
         per_leaf=ranks.per_leaf(),
         state_cls=JaderbergState,
     )
+    if data is None:
+        return closed
+
+    def init(params):
+        cparams, state = closed.init(params)
+        return reconstruct_layers(state.spec, params, cparams, data, iterations), state
+
+    return closed._replace(init=init)
