@@ -251,6 +251,23 @@ def test_budget_search_takes_the_weakest_setting_that_meets(budget, steps):
     assert all(v == s for s, v in tried)
 
 
+def test_budget_search_skips_settings_the_recipe_refuses():
+    from jaxcomp.recipes._budget import search
+
+    def predict(s):  # below 0.2 the recipe refuses (k-means finds too few weights to cluster)
+        if s < 0.2:
+            raise RecipeError("too strong")
+        return 100 * s
+
+    scale, v, tried = search(predict, recipes.Budget("bytes", 30.0), min_scale=1 / 32,
+                             max_scale=4.0, steps=8)  # fmt: skip
+    assert 0.29 < scale <= 0.3 and v == 100 * scale
+    assert any(t == float("inf") for _, t in tried)
+    scale, v, _ = search(predict, recipes.Budget("bytes", 10.0), min_scale=1 / 32, max_scale=4.0,
+                         steps=8)  # fmt: skip
+    assert 0.2 <= scale < 0.21 and v > 10.0  # the strongest accepted setting, not met
+
+
 def test_budget_scales_the_knob():
     from jaxcomp.recipes._budget import _scale_value
 

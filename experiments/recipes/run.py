@@ -2,7 +2,9 @@
 
 Each seed trains one dense model (``jaxcomp train``) and runs every recipe from it with
 ``jaxcomp compress --recipe NAME --init DENSE --seed S`` (the shipped recipe files, unchanged), then
-``jaxcomp compare`` sets the first seed's runs side by side. The folders under ``--runs`` are kept
+``jaxcomp compare`` sets the first seed's runs side by side, and the dense model and the first
+seed's artifacts are timed together (one interleaved measurement, so that the load of a shared
+machine falls on all of them alike). The folders under ``--runs`` are kept
 and reused: an interrupted experiment run again continues where it stopped.
 
 python -m experiments.recipes.run                          # LeNet-5 on mnist5k, 3 seeds
@@ -38,6 +40,37 @@ def _run(args: list[str], out: str) -> dict[str, Any]:
         return json.load(f)
 
 
+def _latency_together(dense_dir: str, dirs: dict[str, str], data: Any, repeats: int):
+    """The dense model and every run's artifact (run the fast way), timed in one interleaved
+    measurement at batch 1 and 128: median ms and ratio to the dense model."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxcomp import analysis
+    from jaxcomp import models
+
+    fns: dict[str, Any] = {}
+    for name, d in dirs.items():
+        tree, meta = recipes.read_artifact(os.path.join(d, "model.jcz"))
+        model = models.get(meta["model"], num_classes=meta["num_classes"])
+        shape = tuple(meta["input_shape"])
+        if not fns:
+            template = models.init(model, jax.random.key(0), shape)
+            dense = recipes.restore(model.apply, template, dense_dir)
+            fns["dense"] = lambda x, v=dense, f=model.apply: f(v, x)
+        fast, fv = recipes.deploy(model.apply, tree, shape, activations=meta.get("activations"))
+        fns[name] = lambda x, f=fast, v=fv: f(v, x)
+    out: dict[str, dict[str, float]] = {n: {} for n in fns}
+    for b in (1, 128):
+        xb = jnp.asarray(np.resize(data.x_test, (b, *data.x_test.shape[1:])))
+        t = analysis.compare_latency(fns, xb, repeats=repeats, warmup=3, rounds=10)
+        for n, v in t.items():
+            out[n][f"batch_{b}_ms"] = 1e3 * v["median_s"]
+            out[n][f"batch_{b}_vs_dense"] = v["ratio"]
+    return out
+
+
 def _ms(vals: list[float]) -> str:
     if len(vals) == 1:
         return f"{vals[0]:.4f}"
@@ -57,6 +90,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         action="append",
         default=[],
         help="RECIPE:METRIC=N, one more run of RECIPE (first seed) with --budget",
+    )
+    ap.add_argument(
+        "--latency-repeats",
+        type=int,
+        default=200,
+        help="timed calls of each model in the interleaved latency measurement",
     )
     ap.add_argument("--runs", default="runs/recipes")
     ap.add_argument("--out", default="docs/results/recipes")
@@ -98,7 +137,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for name, by_seed in reports.items():
         rs = [by_seed[s] for s in sorted(by_seed)]
         first = rs[0]
-        lat = first["latency_ms"]
         b = first.get("budget")
         rows.append({
             "recipe": name,
@@ -110,14 +148,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             ".jcz bytes": " / ".join(f"{r['compressed_bytes']:,}" for r in rs),
             "ratio": statistics.mean(r["compression_ratio"] for r in rs),
             "MACs": first["flops"],
-            "ms b1 (dense)": f"{lat['batch_1']['compressed']:.3f} ({lat['batch_1']['dense']:.3f})",
-            "ms b128 (dense)": f"{lat['batch_128']['compressed']:.2f} "
-                               f"({lat['batch_128']['dense']:.2f})",
-            "speed-up b128": first["measured_speedup"],
             "budget": "" if not b else f"{b['metric']} <= {b['value']:g}: "
                       f"{'met' if b['met'] else 'not met'} ({b['measured']:,.4g})",
         })  # fmt: skip
+    with open(os.path.join(args.runs, f"dense-{args.model}-s{seeds[0]}", "report.json"),
+              encoding="utf-8") as f:  # fmt: skip
+        dense_report = json.load(f)
+    accs = [dense_acc[s] for s in seeds]
+    rows.insert(0, {"recipe": "dense", "seeds": len(seeds), "dense accuracy": _ms(accs),
+                    "accuracy": _ms(accs), ".jcz bytes": f"{4 * dense_report['params']:,} "
+                    "(float32)", "ratio": 1.0, "MACs": dense_report["flops"]})  # fmt: skip
     os.makedirs(args.out, exist_ok=True)
+    data = __import__("jaxcomp").data.load(args.data)
+    together = _latency_together(os.path.join(args.runs, f"dense-{args.model}-s{seeds[0]}"),
+                                 dirs, data, args.latency_repeats)  # fmt: skip
+    for row in rows:
+        t = together[row["recipe"] if row["recipe"] in together else "dense"]
+        row["ms b1 together"] = t["batch_1_ms"]
+        row["ms b128 together"] = t["batch_128_ms"]
+        row["speed-up b1"] = 1 / t["batch_1_vs_dense"]
+        row["speed-up b128"] = 1 / t["batch_128_vs_dense"]
     cmp_rows = recipes.compare([dirs[n] for n in dirs])
     for r, n in zip(cmp_rows, dirs, strict=True):
         r["run"] = n
@@ -125,6 +175,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     cols = list(rows[0])
     payload = {"model": args.model, "data": args.data, "seeds": seeds, "machine": machine(),
                "dense_accuracy": dense_acc, "rows": rows, "compare": cmp_rows,
+               "latency_together": together,
                "reports": {n: {str(s): {k: r[k] for k in ("baseline_accuracy", "final_accuracy",
                                                           "compressed_bytes", "flops",
                                                           "latency_ms", "stages", "layers",

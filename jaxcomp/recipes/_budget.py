@@ -17,8 +17,10 @@ The search (:func:`search`) predicts the budget's metric of the recipe at a scal
 (every stage built and its schedule run to its end on the dense weights, without training, then
 finalized, encoded, traced for FLOPs or timed), and bisects, in log scale between ``min_scale``
 and ``max_scale`` over ``steps`` halvings, for the largest scale whose prediction meets the
-budget. The recipe then trains once at that scale; the report gives the prediction, the measured
-value of the artifact, and whether it met the budget.
+budget. A setting the recipe refuses (k-means with more clusters than a strong pruning leaves
+weights) counts as too strong: the range then starts at the strongest accepted setting. The recipe
+then trains once at that scale; the report gives the prediction, the measured value of the
+artifact, and whether it met the budget.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import NamedTuple
 
 from jaxcomp.errors import RecipeError
 
-__all__ = ["KNOBS", "Budget", "parse_budget", "resolve_knob", "scaled", "search"]
+__all__ = ["KNOBS", "Budget", "parse_budget", "resolve_knob", "scaled", "search", "strongest"]
 
 METRICS = ("bytes", "flops", "latency_ms")
 KNOBS = (
@@ -147,6 +149,45 @@ def scaled(recipe: Any, knob: tuple[int, str], scale: float) -> Any:
     return recipe.replace({f"stages.{index}.{key}": _scale_value(key, value, scale)})
 
 
+def _guarded(predict: Callable[[float], float], tried: list) -> Callable[[float], float]:
+    """``predict`` recording each ``(scale, value)``; a setting the recipe refuses (k-means with
+    more clusters than the weights a strong pruning leaves) is ``inf``."""
+
+    def f(s: float) -> float:
+        try:
+            v = float(predict(s))
+        except RecipeError:
+            v = math.inf
+        tried.append((s, v))
+        return v
+
+    return f
+
+
+def strongest(
+    predict: Callable[[float], float], *, min_scale: float, steps: int, tried: list | None = None
+) -> tuple[float, float]:
+    """``(scale, predicted)`` of the strongest setting the recipe accepts: ``min_scale``, or the
+    edge (bisected in log scale below 1) where stronger settings are refused."""
+    tried = [] if tried is None else tried
+    f = _guarded(predict, tried)
+    v = f(min_scale)
+    if math.isfinite(v):
+        return min_scale, v
+    lo, hi = min_scale, 1.0  # lo refused
+    hi_v = f(hi)
+    if not math.isfinite(hi_v):
+        raise RecipeError("the recipe refuses its own setting (scale 1)", key="budget")
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi)
+        v = f(mid)
+        if math.isfinite(v):
+            hi, hi_v = mid, v
+        else:
+            lo = mid
+    return hi, hi_v
+
+
 def search(
     predict: Callable[[float], float],
     budget: Budget,
@@ -158,22 +199,19 @@ def search(
     """The largest scale whose predicted metric meets the budget, by bisection in log scale.
 
     Args:
-        predict: ``scale -> metric`` (assumed not to decrease as the scale grows).
+        predict: ``scale -> metric`` (assumed not to decrease as the scale grows); a
+            :class:`RecipeError` marks a setting the recipe refuses (too strong).
         budget: the budget.
         min_scale, max_scale: the range searched.
         steps: bisection steps.
 
     Returns:
-        ``(scale, predicted, tried)``: ``tried`` lists every ``(scale, predicted)`` evaluated.
-        ``scale`` is ``min_scale`` (and ``predicted`` above the budget) when nothing meets it.
+        ``(scale, predicted, tried)``: ``tried`` lists every ``(scale, predicted)`` evaluated
+        (``inf`` where refused). ``scale`` is the strongest accepted setting (and ``predicted``
+        above the budget) when nothing meets it.
     """
     tried: list[tuple[float, float]] = []
-
-    def f(s: float) -> float:
-        v = float(predict(s))
-        tried.append((s, v))
-        return v
-
+    f = _guarded(predict, tried)
     ok = lambda v: v <= budget.value
     v1 = f(1.0)
     if ok(v1):
@@ -182,8 +220,8 @@ def search(
         if ok(v_hi):
             return hi, v_hi, tried
     else:
-        lo, hi = min_scale, 1.0
-        lo_v = f(lo)
+        lo, lo_v = strongest(predict, min_scale=min_scale, steps=steps, tried=tried)
+        hi = 1.0
         if not ok(lo_v):
             return lo, lo_v, tried
     for _ in range(steps):

@@ -65,6 +65,7 @@ from jaxcomp.recipes._budget import parse_budget
 from jaxcomp.recipes._budget import resolve_knob
 from jaxcomp.recipes._budget import scaled
 from jaxcomp.recipes._budget import search
+from jaxcomp.recipes._budget import strongest
 from jaxcomp.recipes._deploy import accuracy
 from jaxcomp.recipes._deploy import deploy
 from jaxcomp.recipes._deploy import read_artifact
@@ -571,13 +572,15 @@ def run(
     # everything is checked on the initial weights before anything is written
     _stages(base, rec, base.start, trainer=None, check=True)
     if bud is not None:
-        strongest = _predict(base, scaled(rec, knob, rec.budget["min_scale"]), base.start, bud,
-                             0.0, metadata)  # fmt: skip
-        if strongest > bud.value:
+        s_min, v_min = strongest(
+            lambda s: _predict(base, scaled(rec, knob, s), base.start, bud, 0.0, metadata),
+            min_scale=rec.budget["min_scale"], steps=rec.budget["steps"],
+        )  # fmt: skip
+        if v_min > bud.value:
+            index, k = knob
             raise RecipeError(
-                f"--budget {bud}: cannot be met by {rec.name}: its strongest setting "
-                f"({'.'.join(map(str, knob))} at scale {rec.budget['min_scale']:g}) is predicted "
-                f"at {strongest:,.4g}",
+                f"--budget {bud}: cannot be met by {rec.name}: its strongest setting (stage "
+                f"{index} {k} at scale {s_min:.3g}) is predicted at {v_min:,.4g}",
                 key="budget",
             )
     out = None if out is None else os.fspath(out)
