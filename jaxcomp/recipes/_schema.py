@@ -62,7 +62,7 @@ _DATA = ("name", "data_dir")
 _TRAINING = ("optimizer", "lr", "lr_schedule", "batch_size", "epochs", "seed", "checkpoint_every",
              "momentum", "weight_decay")  # fmt: skip
 _MEASURE = ("latency_repeats", "latency_batches")
-_BUDGET = ("knob", "min_scale", "max_scale", "steps")
+_BUDGET = ("knob", "min_scale", "max_scale", "steps", "margin")
 STAGE_COMMON = ("type", "epochs", "lr", "optimizer", "lr_schedule")
 """Keys every stage takes (``epochs`` of training at that stage, and its optimizer's settings,
 which default to ``[training]``'s)."""
@@ -118,7 +118,7 @@ class Recipe:
         training: ``{"optimizer", "lr", "lr_schedule", "batch_size", "epochs", "seed",
             "checkpoint_every", "momentum", "weight_decay"}``.
         measure: ``{"latency_repeats", "latency_batches"}``.
-        budget: ``{"knob", "min_scale", "max_scale", "steps"}``.
+        budget: ``{"knob", "min_scale", "max_scale", "steps", "margin"}``.
         stages: the stages, in order; the last is ``encode``.
         source: the dict it was parsed from (with defaults filled in), for :meth:`to_dict`.
         origin: where it came from (a path, ``shipped:NAME/MODEL``, or ``<dict>``).
@@ -281,6 +281,10 @@ def parse(src: Mapping[str, Any], *, origin: str = "<dict>") -> Recipe:
     check_number(origin, "[budget]", "max_scale", bd["max_scale"], low=bd["min_scale"])
     bd.setdefault("steps", 8)
     check_int(origin, "[budget]", "steps", bd["steps"], low=1)
+    bd.setdefault("margin", 0.05)
+    check_number(origin, "[budget]", "margin", bd["margin"], open_low=False)
+    if bd["margin"] >= 1:
+        _fail(origin, "[budget]", "margin", f"must be in [0, 1), got {bd['margin']!r}")
 
     raw = src.get("stages")
     if not isinstance(raw, list) or not raw:
