@@ -197,11 +197,10 @@ def distillation(root: str, x: np.ndarray, reps: dict[int, int], log, *, pairs: 
         t_acc = next(r for r in mine if r["method"].startswith("teacher"))["accuracy_mean"]
         for r in mine:
             method = r["method"].split(" (SGLD")[0]
-            if method.startswith("teacher"):
+            if method.startswith("teacher") or method == "scratch":  # no survey row: baselines
                 continue
             summary.append(summary_row(
-                ref=DISTILL_REFS.get(method), method=f"{method}: student trained "
-                + ("alone (baseline)" if method == "scratch" else "from the teacher"),
+                ref=DISTILL_REFS[method], method=f"{method}: student trained from the teacher",
                 model=f"{type(student).__name__} student of {teacher.__class__.__name__}",
                 data=res["meta"]["dataset"], acc_before=t_acc, acc_after=r["accuracy_mean"],
                 acc_after_std=r["accuracy_std"], seeds=len(res["meta"]["seeds"]),
