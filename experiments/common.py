@@ -25,6 +25,21 @@ EVAL_STEP = jc.train.make_eval_step()
 
 
 @functools.cache
+def _cached_train_step(objective: Any) -> Any:
+    return jc.train.make_train_step(objective)
+
+
+def train_step(objective: Any = None) -> Any:
+    """One train step per objective for the whole process: a jitted step compiles once per state
+    structure, so repeated trainings of one model (seeds, schedules) share the compiled program
+    instead of compiling a fresh step each call. Objectives that cannot be hashed get their own."""
+    try:
+        return _cached_train_step(objective)
+    except TypeError:
+        return jc.train.make_train_step(objective)
+
+
+@functools.cache
 def adam(lr: float) -> optax.GradientTransformation:
     """One ``optax.adam(lr)`` per learning rate: the optimizer is a static field of the train
     state, compared by identity, so states with equal but separate optimizers (the same model
@@ -66,7 +81,7 @@ def train(
     total = steps if steps is not None else epochs * (data.num_train // batch)
     res = jc.train.fit(
         state, data, batch_size=batch, epochs=epochs, steps=steps, seed=seed, progress=progress,
-        train_step=jc.train.make_train_step(objective), eval_every=max(total, 1),
+        train_step=train_step(objective), eval_every=max(total, 1),
         eval_step=EVAL_STEP, augment=augment,
     )  # fmt: skip
     # fit evaluated the test split once, at the end
