@@ -158,3 +158,38 @@ def write_results(out_dir: str, name: str, rows: list[dict[str, Any]], columns: 
     with open(os.path.join(out_dir, f"{name}.md"), "w", encoding="utf-8") as f:
         f.write(table)
     return table
+
+
+class Evaluator:
+    """Test accuracy of dense params of one model, one compiled evaluation (:data:`EVAL_STEP`).
+
+    The state's optimizer (``adam(1e-3)``) is never stepped: it only fills the train state."""
+
+    def __init__(self, model: Any, variables: dict[str, Any], data: jc.data.Dataset):
+        self.data = data
+        self.state = jc.train.TrainState.create(
+            apply_fn=model.apply, variables=variables, tx=adam(1e-3), key=jax.random.key(0)
+        )
+
+    def __call__(self, params: Any) -> float:
+        st = self.state.replace(cparams=params)
+        return jc.train.evaluate(st, self.data.x_test, self.data.y_test, eval_step=EVAL_STEP)[
+            "accuracy"
+        ]
+
+
+class Bound:
+    """``jitted(params, x)`` called as ``fn(x)``: the params stay an argument of the compiled
+    function (closed over, they would be compile-time constants that XLA may fold, hashing or
+    decompression included). It exposes the jitted function's ``lower`` so that
+    ``jc.analysis.compare_latency`` takes it as already jitted and does not wrap it again."""
+
+    def __init__(self, fn: Any, params: Any):
+        self.jitted, self.params = jax.jit(fn), params
+
+    @property
+    def lower(self) -> Any:
+        return self.jitted.lower
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.jitted(self.params, x)

@@ -60,6 +60,8 @@ import optax
 
 import jaxcomp as jc
 from experiments.common import EVAL_STEP
+from experiments.common import Bound
+from experiments.common import Evaluator
 from experiments.common import adam
 from experiments.common import machine
 from experiments.common import markdown_table
@@ -141,39 +143,6 @@ def fit(model, data, *, epochs, seed, variables=None, transform=None, tx=None, p
         eval_step=EVAL_STEP,
     )  # fmt: skip
     return res.state, res.history[-1]["test_accuracy"]
-
-
-class Evaluator:
-    """Test accuracy of dense params of one model, one compiled evaluation."""
-
-    def __init__(self, model: Any, variables: dict[str, Any], data: jc.data.Dataset):
-        self.data = data
-        self.state = jc.train.TrainState.create(
-            apply_fn=model.apply, variables=variables, tx=adam(LR), key=jax.random.key(0)
-        )
-
-    def __call__(self, params: Any) -> float:
-        st = self.state.replace(cparams=params)
-        return jc.train.evaluate(st, self.data.x_test, self.data.y_test, eval_step=EVAL_STEP)[
-            "accuracy"
-        ]
-
-
-class Bound:
-    """``jitted(params, x)`` called as ``fn(x)``: the params stay an argument of the compiled
-    function (closed over, they would be compile-time constants that XLA may fold, hashing or
-    decompression included). It exposes the jitted function's ``lower`` so that
-    ``jc.analysis.compare_latency`` takes it as already jitted and does not wrap it again."""
-
-    def __init__(self, fn: Any, params: Any):
-        self.jitted, self.params = jax.jit(fn), params
-
-    @property
-    def lower(self) -> Any:
-        return self.jitted.lower
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.jitted(self.params, x)
 
 
 def coded(params: Any, dense: Any) -> dict[str, Any]:
