@@ -23,6 +23,7 @@ from experiments.common import EVAL_STEP
 from experiments.common import adam
 from experiments.report import accuracy
 from experiments.report import mean_std
+from experiments.report import summary_row
 from jaxcomp.adapt import run_factorized
 
 # One jitted training step for every model of these scripts: jit caches on the state's static
@@ -147,3 +148,34 @@ def over_seeds(values: Sequence[float]) -> dict[str, Any]:
 def pm(d: dict[str, Any]) -> str:
     """``0.9610 ± 0.0040`` from :func:`over_seeds`."""
     return f"{d['mean']:.4f}" if d["std"] is None else f"{d['mean']:.4f} ± {d['std']:.4f}"
+
+
+def posthoc_row(
+    *,
+    dense: dict[str, Any],
+    after: dict[str, Any],
+    seeds: Sequence[int],
+    lat: dict[str, dict[str, Any]],
+    name: str,
+    macs_dense: int,
+    macs: int,
+    dense_vars: Any = None,
+    fin: Any = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The summary row (:func:`experiments.report.summary_row`) of one compressed model ``name``
+    against the dense one: accuracies from :func:`over_seeds` (``dense``, ``after``), MACs, the
+    latencies ``lat[name]`` and ``lat["dense"]``, and, given ``dense_vars`` and ``fin``, their
+    params and bytes (:func:`params_of`, :func:`bytes_of`); ``fields`` are the other keys (ref,
+    method, model, data, command, note, or the sizes counted otherwise)."""
+    if fin is not None:
+        sizes = {"params_before": params_of(dense_vars), "params_after": params_of(fin),
+                 "bytes": bytes_of(fin)}  # fmt: skip
+        fields = {**sizes, **fields}
+    return summary_row(
+        acc_before=dense["mean"], acc_before_std=dense["std"], acc_after=after["mean"],
+        acc_after_std=after["std"], seeds=len(seeds), flops_before=macs_dense, flops_after=macs,
+        latency_ms_b1=lat[name]["b1"], latency_ms_b128=lat[name]["b128"],
+        latency_ms_b1_before=lat["dense"]["b1"], latency_ms_b128_before=lat["dense"]["b128"],
+        **fields,
+    )  # fmt: skip

@@ -37,16 +37,15 @@ import threadpoolctl
 
 import jaxcomp as jc
 from experiments.lowrank._posthoc import Runner
-from experiments.lowrank._posthoc import bytes_of
 from experiments.lowrank._posthoc import over_seeds
 from experiments.lowrank._posthoc import params_of
 from experiments.lowrank._posthoc import pm
+from experiments.lowrank._posthoc import posthoc_row
 from experiments.lowrank._posthoc import subset
 from experiments.lowrank._posthoc import train_fresh
 from experiments.lowrank.models import LeNet5SeparableBasis
 from experiments.lowrank.models import as_factored
 from experiments.report import interleaved_latency
-from experiments.report import summary_row
 from experiments.report import write_doc
 from jaxcomp import lowrank
 
@@ -124,15 +123,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             })  # fmt: skip
             how = ("CP of the trained bank, fine-tuned 1 epoch (the library's shortcut)"
                    if kind == "post hoc" else "learned from scratch, 5 epochs")  # fmt: skip
-            summary.append(summary_row(
+            summary.append(posthoc_row(
                 ref="[36]", method=f"separable bases M={m} on Conv_1, {how}", model="lenet5",
-                data=data.name, acc_before=dense["mean"], acc_before_std=dense["std"],
-                acc_after=acc["mean"], acc_after_std=acc["std"], seeds=len(seeds),
-                params_before=params_of(dense_vars), params_after=params_of(fin),
-                bytes=bytes_of(fin), flops_before=macs_dense, flops_after=macs,
-                latency_ms_b1=lat[name]["b1"], latency_ms_b128=lat[name]["b128"],
-                latency_ms_b1_before=lat["dense"]["b1"],
-                latency_ms_b128_before=lat["dense"]["b128"], command=COMMAND,
+                data=data.name, dense=dense, after=acc, seeds=seeds, dense_vars=dense_vars,
+                fin=fin, macs_dense=macs_dense, macs=macs, lat=lat, name=name, command=COMMAND,
                 note=f"claim: {CLAIM}; measured: accuracy {acc['mean'] - dense['mean']:+.4f} "
                 f"vs dense at {macs_dense / macs:.2f}x fewer MACs",
             ))  # fmt: skip

@@ -34,14 +34,13 @@ import threadpoolctl
 
 import jaxcomp as jc
 from experiments.lowrank._posthoc import Runner
-from experiments.lowrank._posthoc import bytes_of
 from experiments.lowrank._posthoc import over_seeds
 from experiments.lowrank._posthoc import params_of
 from experiments.lowrank._posthoc import pm
+from experiments.lowrank._posthoc import posthoc_row
 from experiments.lowrank._posthoc import subset
 from experiments.lowrank._posthoc import train_fresh
 from experiments.report import interleaved_latency
-from experiments.report import summary_row
 from experiments.report import write_doc
 from jaxcomp import lowrank
 
@@ -137,15 +136,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         method, rank = name.split()
         how = ("ALS (the library's default, a shortcut)" if method == "als"
                else "non-linear least squares (Levenberg-Marquardt, as the paper)")  # fmt: skip
-        summary.append(summary_row(
+        summary.append(posthoc_row(
             ref="[39]", method=f"CP {rank} of Conv_1 by {how}, fine-tuned 1 epoch",
-            model="lenet5", data=data.name, acc_before=dense["mean"],
-            acc_before_std=dense["std"], acc_after=after["mean"], acc_after_std=after["std"],
-            seeds=len(seeds), params_before=params_of(dense_vars), params_after=params_of(fin),
-            bytes=bytes_of(fin), flops_before=macs_dense, flops_after=macs,
-            latency_ms_b1=lat[name]["b1"], latency_ms_b128=lat[name]["b128"],
-            latency_ms_b1_before=lat["dense"]["b1"],
-            latency_ms_b128_before=lat["dense"]["b128"], command=COMMAND,
+            model="lenet5", data=data.name, dense=dense, after=after, seeds=seeds,
+            dense_vars=dense_vars, fin=fin, macs_dense=macs_dense, macs=macs, lat=lat, name=name,
+            command=COMMAND,
             note=f"claim: {CLAIM}; measured: layer MACs {layer_speedup:.1f}x fewer, kernel "
             f"error {err['mean']:.3f}, accuracy {after['mean'] - dense['mean']:+.4f} vs dense "
             f"({before['mean']:.4f} before fine-tuning)",

@@ -42,6 +42,7 @@ from experiments.lowrank._posthoc import jitted
 from experiments.lowrank._posthoc import over_seeds
 from experiments.lowrank._posthoc import params_of
 from experiments.lowrank._posthoc import pm
+from experiments.lowrank._posthoc import posthoc_row
 from experiments.lowrank._posthoc import subset
 from experiments.lowrank._posthoc import train_fresh
 from experiments.lowrank.models import LeNet300LowRankHead
@@ -49,7 +50,6 @@ from experiments.lowrank.models import LeNet300Predicted
 from experiments.lowrank.models import as_factored
 from experiments.report import accuracy
 from experiments.report import interleaved_latency
-from experiments.report import summary_row
 from experiments.report import write_doc
 from jaxcomp import lowrank
 
@@ -169,15 +169,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "model_macs": macs, "ms_b1": lat[name]["b1"], "ms_b128": lat[name]["b128"],
         })  # fmt: skip
         dense_layer = 100 * nc + nc if ref == "[42]" else 784 * 300
-        summary.append(summary_row(
+        summary.append(posthoc_row(
             ref=ref, method=name.split(" ", 1)[1] + (" (final layer)" if ref == "[42]"
                                                      else " (first layer)"),
-            model="lenet300", data=data.name, acc_before=dense["mean"],
-            acc_before_std=dense["std"], acc_after=acc["mean"], acc_after_std=acc["std"],
-            seeds=len(seeds), params_before=p_dense, params_after=stored, bytes=4 * stored,
-            flops_before=macs_dense, flops_after=macs, latency_ms_b1=lat[name]["b1"],
-            latency_ms_b128=lat[name]["b128"], latency_ms_b1_before=lat["dense"]["b1"],
-            latency_ms_b128_before=lat["dense"]["b128"], command=COMMAND,
+            model="lenet300", data=data.name, dense=dense, after=acc, seeds=seeds,
+            params_before=p_dense, params_after=stored, bytes=4 * stored, macs_dense=macs_dense,
+            macs=macs, lat=lat, name=name, command=COMMAND,
             note=f"claim: {CLAIMS[ref]}; measured: accuracy {acc['mean'] - dense['mean']:+.4f} "
             f"vs dense; the layer keeps {layer_params / dense_layer:.1%} of its weights, the "
             f"network {stored / p_dense:.1%}",
