@@ -34,3 +34,4 @@ def test_inference_latency_smoke(tmp_path):
     assert {"[27]", "[45]", "[44]", "[46]", "[48]", "[43]", "[47]"} <= refs
     saved = json.loads((tmp_path / "pruning" / "inference_latency.json").read_text())
     assert saved["meta"]["machine"]["cores"] >= 1
+    assert out["machine"] == saved["meta"]["machine"]  # also in the printed JSON

@@ -43,6 +43,7 @@ from flax import linen as nn
 from jax.experimental import sparse
 
 import jaxcomp as jc
+from experiments.common import machine
 from experiments.report import interleaved_latency
 from experiments.report import summary_row
 from experiments.report import write_doc
@@ -243,8 +244,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      {"meta": meta, "rows": d_rows, "summary": d_sum, "latency": d_raw},
                      [("Teachers and students, CPU latency", d_rows, cols)])  # fmt: skip
     print(md_p + "\n" + md_d)
+    result = {"benchmark": "inference_latency", "machine": machine(), "pruning": p_rows,
+              "distillation": d_rows, "summary": p_sum + d_sum}  # fmt: skip
+    print(json.dumps({k: result[k] for k in ("benchmark", "machine")} | {"rows": p_rows + d_rows}))
     log("done")
-    return {"pruning": p_rows, "distillation": d_rows, "summary": p_sum + d_sum}
+    return result
 
 
 if __name__ == "__main__":
