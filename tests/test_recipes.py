@@ -70,6 +70,9 @@ def test_artifact_is_bit_exact_and_accuracy_is_of_the_bytes(run, digits):
     assert [s["type"] for s in stages] == ["dense", "prune", "finetune", "quant", "encode"]
     assert stages[-1]["bytes"] == len(res.artifact) == report["compressed_bytes"]
     assert report["compression_ratio"] == pytest.approx(stages[0]["bytes"] / len(res.artifact))
+    # run the fast way: the codebooks decoded once, at load (not in every forward pass)
+    assert all(isinstance(x, jax.Array | np.ndarray) for x in jax.tree.leaves(
+        res.variables, is_leaf=jc.is_compressed))  # fmt: skip
 
 
 def test_bad_recipes():
@@ -107,6 +110,8 @@ def test_compress_and_evaluate_commands(tmp_path, capsys):
     for key in ("baseline_accuracy", "final_accuracy", "dense_bytes", "compressed_bytes",
                 "compression_ratio", "layers", "flops", "latency_ms"):  # fmt: skip
         assert key in report
+    for batch in ("batch_1", "batch_128"):  # timed against the dense model in one run
+        assert set(report["latency_ms"][batch]) == {"dense", "compressed"}
     assert report["compressed_bytes"] == (out / "model.jcz").stat().st_size
     assert report["dense_bytes"] == 4 * report["params"]
     assert [row["layer"] for row in report["layers"]] == ["Dense_0", "Dense_1", "Dense_2"]

@@ -85,10 +85,20 @@ def _int8_ready(params: Any, act: Mapping[str, Any] | None) -> bool:
     )  # fmt: skip
 
 
+def _factored(node: Any) -> bool:
+    """A node that runs as its factors (``matmul``/``conv``; every node has ``to_dense``, so the
+    :class:`jaxcomp.adapt.FactoredKernel` protocol alone does not tell codebooks from factors)."""
+    return (
+        is_compressed(node)
+        and isinstance(node, FactoredKernel)
+        and (hasattr(type(node), "matmul") or hasattr(type(node), "conv"))
+    )
+
+
 def _decode(node: Any, keep_int: bool) -> Any:
     if not is_compressed(node):
         return node
-    if isinstance(node, FactoredKernel):  # factors run as such; quantized factors decoded once
+    if _factored(node):  # factors run as such; quantized factors decoded once
         kids, treedef = children(node)
         return treedef.unflatten([to_dense(k) for k in kids])
     if keep_int and isinstance(node, quant.QuantizedArray):
@@ -123,15 +133,13 @@ def deploy(
         WidthMismatchError: removed channels that do not fit the model.
     """
     params = variables["params"]
-    has = lambda cls: any(
-        isinstance(x, cls) for x in jax.tree.leaves(params, is_leaf=is_compressed)
-    )
-    if has(st_.ChannelPruned):
+    nodes = lambda: jax.tree.leaves(params, is_leaf=is_compressed)
+    if any(isinstance(x, st_.ChannelPruned) for x in nodes()):
         x = jnp.zeros((1, *input_shape), jnp.float32)
         apply_fn, variables = st_.small(_inference(apply_fn), variables, x)
         params = variables["params"]
     int8 = _int8_ready(params, activations)
-    factored = has(FactoredKernel)
+    factored = any(_factored(x) for x in nodes())
     fast = {k: jax.tree.map(lambda n: _decode(n, int8), v, is_leaf=is_compressed)
             for k, v in variables.items()}  # fmt: skip
     fn = apply_fn

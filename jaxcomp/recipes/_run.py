@@ -314,6 +314,7 @@ def _stages(
     x1 = jnp.zeros((1, *base.input_shape), jnp.float32)
     origin = recipe.origin
     last_acc = dense_accuracy
+    checks: list[tuple[Any, int, Any, list[Any]]] = []
     for stage in recipe.stages:
         if stage.type == "encode":
             break
@@ -372,20 +373,25 @@ def _stages(
         flow.comp_state = state.comp_state
         flow.step += stage.epochs * base.spe
         if check and built.transform is not None:
-            lost = _lost_in(flow)
-            if lost:
-                _fail(origin, stage.label, None, f"cannot compose with the stages before it: "
-                      f"{lost}")  # fmt: skip
+            checks.append((stage, len(flow.ts), flow.cparams, list(flow.states)))
         if on_stage is not None:
             on_stage(stage, flow, acc, time.perf_counter() - t0)
     flow.assemble()
+    # the whole chain's baked model against its trained one; where they differ, the first stage
+    # whose chain already loses an effect is the one named
+    if checks and _lost_in(flow.ts, *checks[-1][1:]):
+        for stage, n, cparams, states in checks:
+            lost = _lost_in(flow.ts[:n], n, cparams, states)
+            if lost:
+                _fail(origin, stage.label, None, f"cannot compose with the stages before it: "
+                      f"{lost}")  # fmt: skip
     return flow
 
 
-def _lost_in(flow: _Flow) -> str:
-    """Where the chain's baked model would differ from its trained one (empty: nowhere)."""
+def _lost_in(ts: list[Transform], n: int, cparams: Any, states: list[Any]) -> str:
+    """Where a chain's baked model would differ from its trained one (empty: nowhere)."""
     try:
-        lost = _lost(tuple(flow.ts), flow.cparams, ChainState(tuple(flow.states)))
+        lost = _lost(tuple(ts[:n]), cparams, ChainState(tuple(states)))
     except CompositionError as e:
         return str(e).splitlines()[0]
     return "; ".join(lost[:3]) if lost else ""
@@ -565,6 +571,9 @@ def run(
     """
     t_start = time.perf_counter()
     log = log or (lambda line: None)
+    out = None if out is None else os.fspath(out)
+    if out is not None and not resume:  # before any work
+        _prepare_out(out, False, {})
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     base = _base(rec, model, data, variables)
     bud = parse_budget(budget) if isinstance(budget, str) else budget
@@ -583,7 +592,6 @@ def run(
                 f"{index} {k} at scale {s_min:.3g}) is predicted at {v_min:,.4g}",
                 key="budget",
             )
-    out = None if out is None else os.fspath(out)
     fingerprint = {"recipe": rec.to_dict(), "model": base.model_name, "api": base.api,
                    "budget": None if bud is None else str(bud), "start_given": base.given,
                    "start_sha256": _digest(base.start) if base.given else None}  # fmt: skip
