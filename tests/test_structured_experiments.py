@@ -36,7 +36,7 @@ def test_benchmark_smoke():
     from experiments.benchmarks import structured_speed
 
     out = structured_speed.main(["--smoke"])
-    assert out["target"] == {"speedup": 1.8, "speedup_over_flop_ratio": 0.9, "batch": 8}
+    assert out["target"] == {"speedup": 1.8, "speedup_over_flop_ratio": 0.9, "batch": 1}
     assert {"cpu", "cores", "backend"} <= set(out["machine"])
     (r,) = out["results"]
     assert r["model"] == "resnet20"
