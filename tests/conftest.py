@@ -55,12 +55,38 @@ def tiny_params(tiny_net):
 
 
 @pytest.fixture(scope="session")
-def subprocess_env(tmp_path_factory):
-    """The environment for ``jaxcomp`` commands run as subprocesses: one persistent compilation
-    cache for this test process (an xdist worker), so a command that compiles what an earlier one
-    compiled (the same model, data and batch size) loads the executables instead. The cache holds
-    XLA's compiled programs only; every command still traces, runs and computes everything."""
-    cache = tmp_path_factory.mktemp("jax_compilation_cache")
-    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
+def compilation_cache_dir(tmp_path_factory):
+    """One persistent compilation cache folder for this test process (an xdist worker)."""
+    return str(tmp_path_factory.mktemp("jax_compilation_cache"))
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(compilation_cache_dir):
+    """The environment for ``jaxcomp`` commands run as subprocesses: the persistent compilation
+    cache of this test process, so a command that compiles what an earlier one (or a ``jit_cache``
+    module in this process) compiled (the same model, data and batch size) loads the executables
+    instead. The cache holds XLA's compiled programs only; every command still traces, runs and
+    computes everything."""
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache_dir,
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def jit_cache(compilation_cache_dir):
+    """The persistent compilation cache on in this process for a module's tests: runs that build
+    new jitted functions (a new optimizer, a new ``make_train_step``) of programs compiled before
+    load the executables instead of compiling them again; every run still traces and computes
+    everything. The settings in force before are restored after."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")  # fmt: skip
+    old = {n: getattr(jax.config, n) for n in names}
+    for n, v in zip(names, (compilation_cache_dir, 0.0, 0), strict=True):
+        jax.config.update(n, v)
+    cc.reset_cache()
+    yield compilation_cache_dir
+    for n, v in old.items():
+        jax.config.update(n, v)
+    cc.reset_cache()
