@@ -25,18 +25,19 @@ EVAL_STEP = jc.train.make_eval_step()
 
 
 @functools.cache
-def _cached_train_step(objective: Any) -> Any:
-    return jc.train.make_train_step(objective)
+def _cached_train_step(objective: Any, penalty: Any) -> Any:
+    return jc.train.make_train_step(objective, penalty=penalty)
 
 
-def train_step(objective: Any = None) -> Any:
-    """One train step per objective for the whole process: a jitted step compiles once per state
-    structure, so repeated trainings of one model (seeds, schedules) share the compiled program
-    instead of compiling a fresh step each call. Objectives that cannot be hashed get their own."""
+def train_step(objective: Any = None, penalty: Any = None) -> Any:
+    """One train step per objective (and penalty) for the whole process: a jitted step compiles
+    once per state structure, so repeated trainings of one model (seeds, schedules, and the
+    scripts that the test suite runs one after another) share the compiled program instead of
+    compiling a fresh step each call. Objectives that cannot be hashed get their own."""
     try:
-        return _cached_train_step(objective)
+        return _cached_train_step(objective, penalty)
     except TypeError:
-        return jc.train.make_train_step(objective)
+        return jc.train.make_train_step(objective, penalty=penalty)
 
 
 @functools.cache

@@ -94,6 +94,9 @@ def dense_methods(t_apply, tv, data, cfg) -> dict[str, Callable[[int], dict[str,
     student = distill.MLP(features=(cfg["hidden"],))
     steps, bs = cfg["steps"], cfg["batch_size"]
     kd = distill.kd_term(temperature=4.0, alpha=0.9)
+    # one KD objective for plain KD, FitNets' second stage and the pseudo data: the train step
+    # is cached per objective (experiments.common.train_step), so the three share one program
+    kd_obj = distill.objective(t_apply, tv, [kd])
 
     def run(obj, seed, data=data, variables=None, steps=steps):
         st, acc = train(
@@ -105,7 +108,7 @@ def dense_methods(t_apply, tv, data, cfg) -> dict[str, Callable[[int], dict[str,
         return {"accuracy": run(None, seed)[1]}
 
     def kd_(seed):
-        return {"accuracy": run(distill.objective(t_apply, tv, [kd]), seed)[1]}
+        return {"accuracy": run(kd_obj, seed)[1]}
 
     def mimic(seed):
         return {"accuracy": run(distill.objective(t_apply, tv, [distill.mimic_term()]), seed)[1]}
@@ -119,9 +122,7 @@ def dense_methods(t_apply, tv, data, cfg) -> dict[str, Callable[[int], dict[str,
         hint_steps = steps // 6
         st, _ = run(distill.objective(t_apply, tv, [hint]), seed, variables=v, steps=hint_steps)
         v2 = {"params": distill.strip_regressors(st.params)}
-        _, acc = run(
-            distill.objective(t_apply, tv, [kd]), seed, variables=v2, steps=steps - hint_steps
-        )
+        _, acc = run(kd_obj, seed, variables=v2, steps=steps - hint_steps)
         return {"accuracy": acc}
 
     _, got = jax.jit(jc.adapt.capture(t_apply, outputs="Dense_1"))(tv, data.x_train)
@@ -143,7 +144,7 @@ def dense_methods(t_apply, tv, data, cfg) -> dict[str, Callable[[int], dict[str,
             scale=0.5,
             clip=(0.0, 1.0),
         )
-        return {"accuracy": run(distill.objective(t_apply, tv, [kd]), seed, data=pd)[1]}
+        return {"accuracy": run(kd_obj, seed, data=pd)[1]}
 
     x_test = jnp.asarray(data.x_test)
     t_probs = jax.jit(lambda p: jax.nn.softmax(t_apply({"params": p}, x_test)))

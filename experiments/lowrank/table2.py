@@ -43,6 +43,7 @@ import numpy as np
 import threadpoolctl
 
 import jaxcomp as jc
+from experiments.common import Bound
 from experiments.common import train
 from experiments.common import write_results
 from experiments.lowrank.models import LeNet5LowRank
@@ -127,10 +128,11 @@ def _accuracy(fn: Callable, variables: Any, data: jc.data.Dataset, batch: int = 
 
 
 def _speed(dense: tuple[Callable, Any], other: tuple[Callable, Any], x: jax.Array, repeats: int):
-    (fd, vd), (fo, vo) = dense, other
+    """The jitted ``fn(variables, x)`` of each, timed interleaved as they are (``Bound``): the
+    programs the evaluations compiled at this batch size are the ones timed."""
     stats = jc.analysis.compare_latency(
-        {"dense": lambda a, b, x: fd(a, x), "other": lambda a, b, x: fo(b, x)},
-        vd, vo, x, repeats=repeats, warmup=3, rounds=min(5, repeats),
+        {"dense": Bound(*dense), "other": Bound(*other)},
+        x, repeats=repeats, warmup=3, rounds=min(5, repeats),
     )  # fmt: skip
     return stats["dense"]["median_s"], stats["other"]["median_s"]
 

@@ -65,6 +65,7 @@ from experiments.common import Evaluator
 from experiments.common import adam
 from experiments.common import machine
 from experiments.common import markdown_table
+from experiments.common import train_step
 from jaxcomp import prune
 
 COMMAND = "python -m experiments.pruning.sharing"
@@ -139,7 +140,7 @@ def fit(model, data, *, epochs, seed, variables=None, transform=None, tx=None, p
     steps = epochs * (data.num_train // BATCH)
     res = jc.train.fit(
         state, data, batch_size=BATCH, steps=steps, seed=seed, progress=False,
-        train_step=jc.train.make_train_step(penalty=penalty), eval_every=steps,
+        train_step=train_step(penalty=penalty), eval_every=steps,
         eval_step=EVAL_STEP,
     )  # fmt: skip
     return res.state, res.history[-1]["test_accuracy"]
