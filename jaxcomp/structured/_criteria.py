@@ -150,6 +150,33 @@ def _rank(score: jax.Array) -> jax.Array:
     return jnp.zeros(score.shape[0], jnp.int32).at[order].set(jnp.arange(score.shape[0]))
 
 
+def _concrete(ratio: Any) -> bool:
+    return isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+
+
+def _floor_times(ratio: float, size: int) -> int:
+    """``jnp.floor(ratio * size)`` for a Python number, computed on the host: the product in
+    Python, rounded to JAX's default float (as ``jnp.floor`` receives it), then floored."""
+    return int(np.floor(np.asarray(ratio * size, jnp.result_type(float))))
+
+
+def _n_keep(size: int, ratio: Any, round_to: int) -> Any:
+    if _concrete(ratio):
+        n_keep = max(1, size - _floor_times(ratio, size))
+        if round_to > 1 and size >= round_to:
+            n_keep = max(round_to, n_keep // round_to * round_to)
+        return n_keep
+    n_keep = jnp.maximum(1, size - jnp.floor(ratio * size).astype(jnp.int32))
+    if round_to > 1 and size >= round_to:
+        n_keep = jnp.maximum(round_to, n_keep // round_to * round_to)
+    return n_keep
+
+
+@jax.jit
+def _top(score: jax.Array, n_keep: jax.Array) -> jax.Array:
+    return _rank(score) < n_keep
+
+
 def keep_top(score: jax.Array, ratio: Any, round_to: int = 1) -> jax.Array:
     """Keeps the ``size - floor(ratio * size)`` highest scores, at least one (ties by position).
 
@@ -158,27 +185,34 @@ def keep_top(score: jax.Array, ratio: Any, round_to: int = 1) -> jax.Array:
     widths faster (XLA's CPU convolutions at widths that are not multiples of 8 lose most of the
     speed-up, see ``docs/structured.md``). ``ratio`` may be traced (a scheduled ratio).
     """
-    size = score.shape[0]
-    n_keep = jnp.maximum(1, size - jnp.floor(ratio * size).astype(jnp.int32))
-    if round_to > 1 and size >= round_to:
-        n_keep = jnp.maximum(round_to, n_keep // round_to * round_to)
-    return _rank(score) < n_keep
+    return _top(score, _n_keep(score.shape[0], ratio, round_to))
 
 
-def keep_global(scores: Any, ratio: Any) -> tuple[jax.Array, ...]:
-    """Removes ``floor(ratio * total)`` channels over all groups, ranked by the score divided by
-    its group's mean (so that groups of different scales compare); every group keeps its best."""
+def _keep_global(scores: tuple[jax.Array, ...], n_keep: Any) -> tuple[jax.Array, ...]:
     normed = [s / (jnp.mean(jnp.abs(s)) + 1e-12) for s in scores]
-    flat = jnp.concatenate(normed)
-    total = flat.shape[0]
-    n_keep = total - jnp.floor(ratio * total).astype(jnp.int32)
-    keep = _rank(flat) < n_keep
+    keep = _rank(jnp.concatenate(normed)) < n_keep
     out, start = [], 0
     for s in normed:
         k = keep[start : start + s.shape[0]] | (_rank(s) == 0)
         out.append(k)
         start += s.shape[0]
     return tuple(out)
+
+
+_keep_global_jit = jax.jit(_keep_global)
+
+
+def _global_n_keep(total: int, ratio: Any) -> Any:
+    if _concrete(ratio):
+        return total - _floor_times(ratio, total)
+    return total - jnp.floor(ratio * total).astype(jnp.int32)
+
+
+def keep_global(scores: Any, ratio: Any) -> tuple[jax.Array, ...]:
+    """Removes ``floor(ratio * total)`` channels over all groups, ranked by the score divided by
+    its group's mean (so that groups of different scales compare); every group keeps its best."""
+    scores = tuple(scores)
+    return _keep_global_jit(scores, _global_n_keep(sum(s.shape[0] for s in scores), ratio))
 
 
 def masks(
@@ -223,8 +257,25 @@ def masks(
     if each is not None and scope == "global":
         raise ValueError("one ratio per group needs scope='layer'")
     check_round_to(round_to, scope)
-    s = jax.jit(lambda v, g: scores(groups, v, criterion=criterion, grads=g))(variables, grads)
     if scope == "global":
-        return Masks(keep_global(s, ratio), groups)
-    each = each or (ratio,) * len(groups)
-    return Masks(tuple(keep_top(v, r, round_to) for v, r in zip(s, each)), groups)
+        n_keep = _global_n_keep(sum(g.size for g in groups), ratio)
+
+        def make():
+            return jax.jit(
+                lambda v, g, n: _keep_global(scores(groups, v, criterion=criterion, grads=g), n)
+            )
+    else:
+        each = each or (ratio,) * len(groups)
+        n_keep = tuple(_n_keep(g.size, r, round_to) for g, r in zip(groups, each))
+
+        def make():
+            def keep(v, g, n):
+                s = scores(groups, v, criterion=criterion, grads=g)
+                return tuple(_rank(si) < ni for si, ni in zip(s, n))
+
+            return jax.jit(keep)
+
+    # one program per groups, criterion and scope: scores and ranks, the kept counts as inputs
+    key = ("masks", criterion, scope)
+    fn = groups.compiled(key, make) if isinstance(groups, Groups) else make()
+    return Masks(fn(variables, grads, n_keep), groups)

@@ -105,6 +105,14 @@ class Groups(Sequence[Group]):
     ) -> None:
         self._groups = groups
         self._analysis = analysis
+        self._compiled: dict[Any, Any] = {}  # jitted functions over these groups, by purpose
+
+    def compiled(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The function ``make()`` built once for these groups and ``key`` (a jitted function over
+        the groups' index maps: compiled once per input shapes, not once per call)."""
+        if key not in self._compiled:
+            self._compiled[key] = make()
+        return self._compiled[key]
 
     def __len__(self) -> int:
         return len(self._groups)

@@ -118,15 +118,32 @@ def apply_masks(variables: Any, masks: Masks) -> Any:
             f"{next(iter(plan), None)!r}); pass the variables (or params) the groups were "
             "traced from"
         )
-    out = []
-    for path, (_, leaf) in zip(paths, flat):
-        for axis, gi, index in plan.get(path, ()):
-            keep = jnp.asarray(masks.keep[gi])
-            factor = jnp.where(index >= 0, keep[np.maximum(index, 0)], True)
-            shape = [1] * jnp.ndim(leaf)
-            shape[axis] = -1
-            leaf = leaf * factor.reshape(shape).astype(jnp.result_type(leaf))
-        out.append(leaf)
+    touched = tuple(i for i, p in enumerate(paths) if p in plan)
+    names = tuple(paths[i] for i in touched)
+
+    def make():
+        def mask_leaves(leaves, keeps):
+            out = []
+            for path, leaf in zip(names, leaves):
+                for axis, gi, index in plan[path]:
+                    keep = jnp.asarray(keeps[gi])
+                    factor = jnp.where(index >= 0, keep[np.maximum(index, 0)], True)
+                    shape = [1] * jnp.ndim(leaf)
+                    shape[axis] = -1
+                    leaf = leaf * factor.reshape(shape).astype(jnp.result_type(leaf))
+                out.append(leaf)
+            return out
+
+        return jax.jit(mask_leaves)
+
+    # one program per groups and tree: eagerly, every member's mask would be its own few programs
+    groups = masks.groups
+    key = ("apply_masks", names)
+    fn = groups.compiled(key, make) if isinstance(groups, Groups) else make()
+    new = fn([flat[i][1] for i in touched], tuple(jnp.asarray(k) for k in masks.keep))
+    out = [leaf for _, leaf in flat]
+    for i, leaf in zip(touched, new):
+        out[i] = leaf
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -151,9 +168,17 @@ def _slice(variables: Any, kept: Widths) -> Any:
         for axis in range(np.ndim(leaf)):
             vec = kept.get((path, axis))
             if vec is not None and not vec.all():
-                leaf = jnp.take(leaf, np.flatnonzero(vec), axis=axis)
+                leaf = take(leaf, np.flatnonzero(vec), axis)
         out.append(leaf)
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def take(leaf: Any, index: np.ndarray, axis: int) -> Any:
+    """``jnp.take(leaf, index, axis=axis)``; a concrete leaf is sliced by numpy (the same values,
+    without compiling a gather for every leaf shape)."""
+    if isinstance(leaf, jax.core.Tracer):
+        return jnp.take(leaf, index, axis=axis)
+    return jnp.asarray(np.take(np.asarray(leaf), index, axis=axis))
 
 
 # --------------------------------------------------------------------------------------------------

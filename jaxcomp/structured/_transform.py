@@ -41,6 +41,7 @@ from jaxcomp.structured._shrink import _slice
 from jaxcomp.structured._shrink import apply_masks
 from jaxcomp.structured._shrink import complete_widths
 from jaxcomp.structured._shrink import run_small
+from jaxcomp.structured._shrink import take
 from jaxcomp.structured._shrink import widths
 
 __all__ = ["ChannelState", "channels", "ratio_for_flops", "remove_channels", "small"]
@@ -230,7 +231,8 @@ def channels(
     def init(params):
         full = Masks(tuple(jnp.ones(g.size, bool) for g in groups), groups)
         zeros = tuple(jnp.zeros(g.size) for g in groups)
-        masks = full if taylor else decide(params, full, zeros, 0)
+        # one program for the scores and ranks of every group (eagerly, a few programs each)
+        masks = full if taylor else jax.jit(decide)(params, full, zeros, 0)
         return apply_masks(params, masks), ChannelState(masks, zeros)
 
     def apply(cparams, state):
@@ -279,7 +281,7 @@ def remove_channels(params: Any, masks: Masks) -> Any:
         values = leaf
         for axis, k in enumerate(keep):
             if k is not None:
-                values = jnp.take(values, np.flatnonzero(np.asarray(k)), axis=axis)
+                values = take(values, np.flatnonzero(np.asarray(k)), axis)
         out.append(ChannelPruned(values=values, keep=keep))
     return jax.tree_util.tree_unflatten(treedef, out)
 
