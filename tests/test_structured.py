@@ -7,6 +7,7 @@ zero-padded residual; channels tied to the input or output are never removed; a 
 analysis cannot follow is an error naming it.
 """
 
+import functools
 import itertools
 import os
 
@@ -55,6 +56,7 @@ def _random(shapes, seed):
     return out
 
 
+@functools.cache  # one model and weights per name: tests only read them
 def _model(name):
     if name == "odd":
         model, shape = Odd(), (8, 8, 3)
@@ -66,17 +68,27 @@ def _model(name):
     return model, _random(jax.eval_shape(init), 1), shape
 
 
+@functools.cache
+def _run(name):
+    """The jitted dense model (one program per input shape, shared by the tests)."""
+    return jax.jit(_model(name)[0].apply)
+
+
 @pytest.fixture(scope="module", params=["lenet5", "vgg_small", "resnet20", "odd"])
 def traced(request):
     model, variables, shape = _model(request.param)
-    x = jax.random.normal(jax.random.key(2), (3, *shape))
+    x = jax.random.normal(jax.random.key(2), (2, *shape))
+    if request.param == "odd":  # traced once for the module
+        return request.param, model, variables, x, _ODD_GROUPS
     return request.param, model, variables, x, jc.structured.groups(model.apply, variables, x[:1])
 
 
-def _assert_equal_functions(apply_fn, variables, masks, x):
+def _assert_equal_functions(apply_fn, variables, masks, x, run=None):
+    """The smaller model's outputs equal the masked model's; ``run`` is the jitted dense model
+    (``apply_fn`` by default)."""
     small_apply, small = jc.structured.shrink(apply_fn, variables, masks)
-    masked = apply_fn(jc.structured.apply_masks(variables, masks), x)
-    out = small_apply(small, x)
+    masked = (run or jax.jit(apply_fn))(jc.structured.apply_masks(variables, masks), x)
+    out = jax.jit(small_apply)(small, x)
     np.testing.assert_allclose(out, masked, rtol=1e-5, atol=1e-5 * float(jnp.abs(masked).max()))
     return small_apply, small
 
@@ -84,7 +96,7 @@ def _assert_equal_functions(apply_fn, variables, masks, x):
 def test_smaller_model_equals_masked_model(traced):
     name, model, variables, x, groups = traced
     masks = jc.structured.masks(model.apply, variables, x, ratio=0.5, groups=groups)
-    small_apply, small = _assert_equal_functions(model.apply, variables, masks, x)
+    small_apply, small = _assert_equal_functions(model.apply, variables, masks, x, _run(name))
     dense_flops = jc.analysis.flops(model.apply, variables, x)
     small_flops = jc.analysis.flops(small_apply, small, x)
     assert small_flops < 0.75 * dense_flops, name
@@ -100,18 +112,18 @@ def test_smaller_model_equals_masked_model(traced):
 def test_taylor_and_global_scope():
     model, variables, shape = _ODD
     x = jax.random.normal(jax.random.key(2), (2, *shape))
-    grads = jax.grad(lambda v: jnp.sum(model.apply(v, x) ** 2))(variables)
+    grads = jax.jit(jax.grad(lambda v: jnp.sum(model.apply(v, x) ** 2)))(variables)
     masks = jc.structured.masks(
         model.apply, variables, x, ratio=0.5, criterion="taylor", grads=grads, groups=_ODD_GROUPS
     )
-    _assert_equal_functions(model.apply, variables, masks, x)
+    _assert_equal_functions(model.apply, variables, masks, x, _run("odd"))
     masks = jc.structured.masks(
         model.apply, variables, x, ratio=0.6, scope="global", groups=_ODD_GROUPS
     )
     total = sum(g.size for g in _ODD_GROUPS)
     kept = [int(np.sum(k)) for k in masks.keep]
     assert min(kept) >= 1 and sum(kept) >= total - int(0.6 * total)
-    _assert_equal_functions(model.apply, variables, masks, x)
+    _assert_equal_functions(model.apply, variables, masks, x, _run("odd"))
 
 
 @settings(max_examples=4, deadline=None)
@@ -121,7 +133,7 @@ def test_odd_model_equality_for_any_ratio(ratio, seed):
     variables = _random(variables, seed)
     x = jax.random.normal(jax.random.key(seed + 1), (2, *shape))
     masks = jc.structured.masks(model.apply, variables, x, ratio=ratio, groups=_ODD_GROUPS)
-    _assert_equal_functions(model.apply, variables, masks, x)
+    _assert_equal_functions(model.apply, variables, masks, x, _run("odd"))
 
 
 _ODD = _model("odd")
@@ -186,7 +198,7 @@ def test_reductions_over_channels_pin_them():
             return nn.Dense(2)(nn.relu(nn.Dense(5)(h)))
 
     model = Norm()
-    v = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    v = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 3)))  # only shapes are used
     groups = jc.structured.groups(model.apply, v, jnp.ones((1, 3)))
     # the layer norm averages over Dense_0's features: removing one would change the others
     assert [g.size for g in groups] == [5]
@@ -200,7 +212,7 @@ def test_unknown_primitive_is_an_error_naming_it():
             return nn.Dense(2)(h[:, jnp.array([3, 1, 0, 2])])
 
     model = Gather()
-    v = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    v = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 3)))
     with pytest.raises(UnsupportedPrimitiveError, match="gather"):
         jc.structured.groups(model.apply, v, jnp.ones((1, 3)))
 
@@ -291,7 +303,7 @@ def test_transform_trains_masked_and_finalizes_to_the_smaller_model(tmp_path):
     jc.encode.save(path, variables_out)
     loaded, _ = jc.encode.load(path)
     small_apply, small = jc.structured.small(model.apply, loaded, x[:1])
-    masked = model.apply(
+    masked = _run("vgg_small")(
         {"params": t.apply(state.cparams, state.comp_state), **state.model_state}, x
     )
     np.testing.assert_allclose(jax.jit(small_apply)(small, x), masked, rtol=1e-5, atol=1e-5)
@@ -302,8 +314,9 @@ def test_sensitivity_scan_and_per_group_ratios():
     model, variables, shape = _model("lenet5")
     x = jax.random.normal(jax.random.key(4), (8, *shape))
     groups = jc.structured.groups(model.apply, variables, x[:1])
-    dense = model.apply(variables, x)
-    evaluate = lambda v: -float(jnp.mean((model.apply(v, x) - dense) ** 2))
+    run = _run("lenet5")
+    dense = run(variables, x)
+    evaluate = lambda v: -float(jnp.mean((run(v, x) - dense) ** 2))
     scan = jc.structured.sensitivity(evaluate, variables, groups, ratios=(0.25, 0.5))
     assert scan.baseline == 0.0 and len(scan.metrics) == 3
     # one entry recomputed by hand: group 1 alone at 0.5 by the L1 norm of its filters
