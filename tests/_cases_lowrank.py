@@ -1,7 +1,7 @@
 """Contract cases of jaxcomp.lowrank: every public transform at small hyperparameters.
 
 The tiny params have ``Conv_0/kernel`` (3, 3, 2, 4), ``Dense_0/kernel`` (144, 16) and
-``Dense_1/kernel`` (16, 3); the ``nnx`` state has (6, 8) and (8, 3) kernels. The convolution
+``Dense_1/kernel`` (16, 3); the ``nnx`` state has (144, 16) and (16, 3) kernels. The convolution
 methods, at their default selection, leave a tree without convolutions unchanged.
 """
 

@@ -18,6 +18,7 @@ params of ``conftest.py`` and on an ``nnx.State``, and is checked for:
 
 import importlib
 import pathlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -62,35 +63,68 @@ def _assert_tree_equal(a, b, tol=1e-6):
 
 @pytest.fixture(scope="module")
 def nnx_state():
+    # the linen Dense layers' shapes, so the eager ops the cases run on them compile once
     model = nnx.Sequential(
-        nnx.Linear(6, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 3, rngs=nnx.Rngs(1))
+        nnx.Linear(144, 16, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(16, 3, rngs=nnx.Rngs(1))
     )
     return nnx.split(model)[1]
 
 
 @pytest.fixture(params=["linen", "nnx"])
-def params(request, tiny_params, nnx_state):
-    return tiny_params if request.param == "linen" else nnx_state
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def params(kind, tiny_params, nnx_state):
+    return tiny_params if kind == "linen" else nnx_state
+
+
+_BUILT = {}
+
+
+def _built(name, factory, kind, params):
+    """One case on one params tree, built once and shared by the properties below: the
+    transform, its ``init``, its eager ``apply``, and its compiled functions (XLA compiling them
+    is most of this file's time): ``apply`` with the gradient of a loss of its output, and
+    ``update`` with the step and the gradients as arguments."""
+    key = (name, kind)
+    if key not in _BUILT:
+        t = factory()
+        c, s = t.init(params)
+
+        def apply_and_grad(c, s):
+            loss = lambda c: sum(jnp.sum(x**2) for x in jax.tree.leaves(t.apply(c, s)))
+            return t.apply(c, s), jax.grad(loss)(c)
+
+        _BUILT[key] = types.SimpleNamespace(
+            t=t,
+            c=c,
+            s=s,
+            out=t.apply(c, s),
+            apply_and_grad=jax.jit(apply_and_grad),
+            update=jax.jit(lambda c, s, step, grads: t.update(c, s, step=step, grads=grads)),
+        )
+    return _BUILT[key]
 
 
 @pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
-def test_structure_and_dtypes_kept(name, factory, params):
-    t = factory()
-    c, s = t.init(params)
-    out = t.apply(c, s)
-    assert _sds(out) == _sds(params)
-    fin = t.finalize(c, s)
+def test_structure_and_dtypes_kept(name, factory, kind, params):
+    b = _built(name, factory, kind, params)
+    assert _sds(b.out) == _sds(params)
+    fin = b.t.finalize(b.c, b.s)
     jax.tree.map(lambda *_: None, params, fin)  # params' structure is a prefix of finalize's
 
 
 @pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
-def test_jit_equals_no_jit(name, factory, params):
-    t = factory()
-    c, s = t.init(params)
-    _assert_tree_equal(jax.jit(t.apply)(c, s), t.apply(c, s))
+def test_jit_equals_no_jit(name, factory, kind, params):
+    b = _built(name, factory, kind, params)
+    t, c, s = b.t, b.c, b.s
+    jitted = b.apply_and_grad(c, s)[0] if kind == "linen" else jax.jit(t.apply)(c, s)
+    _assert_tree_equal(jitted, b.out)
     g = jax.tree.map(jnp.ones_like, c)
-    upd = lambda c, s: t.update(c, s, step=jnp.int32(1), grads=g)
-    _assert_tree_equal(jax.jit(upd)(c, s), upd(c, s))
+    step = jnp.int32(1)
+    _assert_tree_equal(b.update(c, s, step, g), t.update(c, s, step=step, grads=g))
 
 
 def _shared_trainables(t, params):
@@ -105,12 +139,11 @@ def _shared_trainables(t, params):
 
 @pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
 def test_inside_chain_and_partition(name, factory, tiny_params):
-    t = factory()
-    c, s = t.init(tiny_params)
-    alone = t.apply(c, s)
+    b = _built(name, factory, "linen", tiny_params)
+    t = b.t
     ch = jc.chain(jc.identity(), t)
     cc, cs = ch.init(tiny_params)
-    _assert_tree_equal(ch.apply(cc, cs), alone)
+    _assert_tree_equal(ch.apply(cc, cs), b.out)
     labels = jax.tree_util.tree_map_with_path(
         lambda p, _: "t" if jc.core.path_str(p).startswith("Dense") else "keep", tiny_params
     )
@@ -133,22 +166,21 @@ def test_inside_chain_and_partition(name, factory, tiny_params):
 
 @pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
 def test_state_stable_and_no_recompilation(name, factory, tiny_params):
-    t = factory()
-    c, s = t.init(tiny_params)
-    upd = jax.jit(lambda c, s, step: t.update(c, s, step=step, grads=c))
+    b = _built(name, factory, "linen", tiny_params)
+    c, s = b.c, b.s
     shapes_c, shapes_s = _sds(c), _sds(s)
     for step in range(1, 4):
-        c, s = upd(c, s, jnp.int32(step))
+        c, s = b.update(c, s, jnp.int32(step), c)
         assert _sds(c) == shapes_c and _sds(s) == shapes_s
-    assert upd._cache_size() == 1
+    # one compilation for every call so far, test_jit_equals_no_jit's included
+    assert b.update._cache_size() == 1
 
 
 @pytest.mark.parametrize("name,factory", CASES, ids=[c[0] for c in CASES])
 def test_differentiable(name, factory, tiny_params):
-    t = factory()
-    c, s = t.init(tiny_params)
-    g = jax.grad(lambda c: sum(jnp.sum(x**2) for x in jax.tree.leaves(t.apply(c, s))))(c)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+    b = _built(name, factory, "linen", tiny_params)
+    _, g = b.apply_and_grad(b.c, b.s)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(g))
 
 
 OWN_CASES = [c for c in CASES if c[1]().apply_own is not None]
@@ -209,13 +241,17 @@ def test_every_public_transform_factory_is_a_contract_case():
     assert not missing, f"public transform factories without a contract case: {missing}"
 
 
-def _own_matches(t, params):
+def _own_matches(t, params, update=None):
+    """``update``: ``t``'s update with the step and gradients as arguments (its compiled one
+    when built, else ``t.update`` runs eagerly: its ops on these shapes ran before, so nothing new
+    compiles)."""
     c, s = t.init(params)
-    upd = jax.jit(lambda c, s, step: t.update(c, s, step=step, grads=c))
+    if update is None:
+        update = lambda c, s, step, grads: t.update(c, s, step=step, grads=grads)
     keys = iter(jax.random.split(jax.random.key(3), 64))
     for step in range(1, 4):  # an "optimizer" moves every weight, pruned ones included
         c = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(next(keys), x.shape, x.dtype), c)
-        c, s = upd(c, s, jnp.int32(step))
+        c, s = update(c, s, jnp.int32(step), c)
     own = jc.core.own_apply(t)
     assert own is t.apply_own
     _assert_tree_equal(own(c, s), t.apply(c, s), tol=0)
@@ -230,8 +266,9 @@ def _own_matches(t, params):
 
 @pytest.mark.parametrize("name,factory", OWN_CASES, ids=[c[0] for c in OWN_CASES])
 def test_apply_own_equals_apply(name, factory, tiny_params):
-    t = factory()
-    _own_matches(t, tiny_params)
+    b = _built(name, factory, "linen", tiny_params)
+    t = b.t
+    _own_matches(t, tiny_params, b.update)
     _own_matches(jc.chain(jc.identity(), t), tiny_params)
     labels = jax.tree_util.tree_map_with_path(
         lambda p, _: "t" if jc.core.path_str(p).startswith("Dense") else "keep", tiny_params
