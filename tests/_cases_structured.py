@@ -2,7 +2,7 @@
 
 A structured transform is built for one model (its groups are traced from the model's jaxpr), so
 each case builds it for both contract trees: the tiny linen net of ``conftest.py`` and the NNX
-``Linear(6, 8) -> relu -> Linear(8, 3)`` of ``test_contract.py``, and uses the one whose leaves
+``Linear(144, 16) -> relu -> Linear(16, 3)`` of ``test_contract.py``, and uses the one whose leaves
 it is given.
 """
 
@@ -19,10 +19,10 @@ def _models():
     x = jnp.zeros((1, 6, 6, 2), jnp.float32)
     linen = (net.apply, net.init(jax.random.key(0), x), x)
     model = nnx.Sequential(
-        nnx.Linear(6, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 3, rngs=nnx.Rngs(1))
+        nnx.Linear(144, 16, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(16, 3, rngs=nnx.Rngs(1))
     )
     apply_fn, variables = jc.adapt.functional(model)
-    return linen, (apply_fn, variables, jnp.zeros((1, 6), jnp.float32))
+    return linen, (apply_fn, variables, jnp.zeros((1, 144), jnp.float32))
 
 
 def _for_either(**kwargs):
