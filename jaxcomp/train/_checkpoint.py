@@ -6,7 +6,10 @@ killed mid-save leaves the previous checkpoints intact. Nothing is ever loaded w
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -55,6 +58,26 @@ def _placed_like(template: Any, restored: Any) -> Any:
     return restored
 
 
+class _DropIncomplete(logging.Filter):
+    """Drops orbax's warning about a step folder without its metadata file: what a process killed
+    while orbax deleted an old checkpoint (one beyond ``max_to_keep``) leaves behind. The newer
+    checkpoints are complete, and the warning would be a second line before a command's one-line
+    error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Metadata file does not exist")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    log, drop = logging.getLogger("absl"), _DropIncomplete()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 class Checkpointer:
     """Saves and restores training states in ``directory``.
 
@@ -67,12 +90,13 @@ class Checkpointer:
         if max_to_keep < 1:
             raise ValueError(f"Checkpointer: max_to_keep must be >= 1, got {max_to_keep}")
         self.directory = os.path.abspath(os.fspath(directory))
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
-            ),
-        )
+        with _quiet():
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
+                ),
+            )
 
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or None."""
