@@ -37,6 +37,16 @@ def mlp_params():
     return jax.jit(_mlp((4, 5)).init)(jax.random.key(0), X_VEC)["params"]
 
 
+_APPLY = {}
+
+
+def _mlp_apply(features):
+    """One jitted ``apply`` per width, shared by the examples (a new one compiles again)."""
+    if features not in _APPLY:
+        _APPLY[features] = jax.jit(_mlp(features).apply)
+    return _APPLY[features]
+
+
 @settings(max_examples=10, deadline=None)
 @given(
     extra=st.sampled_from([0, 3, 9]), seed=st.integers(0, 2**16), noise=st.sampled_from([0.0, 0.3])
@@ -47,8 +57,8 @@ def test_wider_dense_keeps_the_output(mlp_params, extra, seed, noise):
     )
     assert new["Dense_0"]["kernel"].shape == (7, 4 + extra)
     assert new["Dense_1"]["kernel"].shape == (4 + extra, 5)
-    ref = jax.jit(_mlp((4, 5)).apply)({"params": mlp_params}, X_VEC)
-    out = jax.jit(_mlp((4 + extra, 5)).apply)({"params": new}, X_VEC)
+    ref = _mlp_apply((4, 5))({"params": mlp_params}, X_VEC)
+    out = _mlp_apply((4 + extra, 5))({"params": new}, X_VEC)
     np.testing.assert_allclose(out, ref, **TOL)
 
 
@@ -106,7 +116,7 @@ def test_deeper_dense_inserts_an_identity_layer_and_renumbers(mlp_params):
     assert sorted(new) == ["Dense_0", "Dense_1", "Dense_2", "Dense_3"]
     np.testing.assert_array_equal(new["Dense_1"]["kernel"], jnp.eye(4))
     np.testing.assert_array_equal(new["Dense_2"]["kernel"], mlp_params["Dense_1"]["kernel"])
-    ref = jax.jit(_mlp((4, 5)).apply)({"params": mlp_params}, X_VEC)
+    ref = _mlp_apply((4, 5))({"params": mlp_params}, X_VEC)
     np.testing.assert_allclose(jax.jit(_mlp((4, 4, 5)).apply)({"params": new}, X_VEC), ref, **TOL)
     # deeper after the last hidden layer, then wider: the composed growth keeps the function
     grown = distill.deeper(new, "Dense_2")
@@ -125,9 +135,10 @@ def test_deeper_conv_uses_a_centered_identity_kernel():
     np.testing.assert_array_equal(k[1, 1], jnp.eye(3))
     assert float(jnp.sum(jnp.abs(k))) == 3.0
     ref = jax.jit(small.apply)({"params": p}, X_IMG)
-    np.testing.assert_allclose(jax.jit(_conv((3, 3, 4)).apply)({"params": new}, X_IMG), ref, **TOL)
+    deep_apply = jax.jit(_conv((3, 3, 4)).apply)  # compiled once for both checks
+    np.testing.assert_allclose(deep_apply({"params": new}, X_IMG), ref, **TOL)
     noisy = distill.deeper(p, "Conv_0", key=jax.random.key(0), noise=1e-3)
-    out = jax.jit(_conv((3, 3, 4)).apply)({"params": noisy}, X_IMG)
+    out = deep_apply({"params": noisy}, X_IMG)
     assert 0 < float(jnp.max(jnp.abs(out - ref))) < 0.1  # noise changes it, slightly
 
 
