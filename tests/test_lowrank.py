@@ -180,8 +180,9 @@ def _cp_error(w, rank, iterations, key=KEY):
 
 @pytest.mark.slow
 def test_cp_error_falls_as_rank_rises():
-    w = _normal(7, (3, 3, 6, 8))
-    errors = [_cp_error(w, r, 60) for r in (1, 6, 24, 48)]
+    # the shape and rank 6 of the sweep test below: that ALS program compiles once for both
+    w = _normal(7, (3, 3, 5, 6))
+    errors = [_cp_error(w, r, 60) for r in (1, 6, 30)]
     assert all(a > b for a, b in itertools.pairwise(errors)), errors
     assert errors[0] > 0.5 and errors[-1] < 0.2
 
@@ -436,7 +437,7 @@ def test_factors_train_through_the_rebuilt_kernel(net):
     t = lowrank.svd(rank=2)
     c, s = t.init(params)
     loss = lambda c: jnp.sum(model.apply({"params": t.apply(c, s)}, x) ** 2)
-    g = jax.grad(loss)(c)
+    g = jax.jit(jax.grad(loss))(c)  # one program, not each conv's backward pass eagerly
     assert isinstance(g["Dense_0"]["kernel"], lowrank.LowRank)
     assert float(jnp.abs(g["Dense_0"]["kernel"].u).sum()) > 0
 
