@@ -75,8 +75,9 @@ class LeNet300100(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> model = LeNet300100()
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-        >>> model.apply(variables, jnp.zeros((2, 28, 28, 1))).shape
+        >>> x = jnp.zeros((2, 28, 28, 1))
+        >>> variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only
+        >>> jax.eval_shape(model.apply, variables, x).shape
         (2, 10)
     """
 
@@ -180,8 +181,8 @@ class NNXLeNet300100(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXLeNet300100(rngs=nnx.Rngs(0))
-        >>> model(jnp.zeros((2, 28, 28, 1))).shape
+        >>> model = nnx.eval_shape(lambda: NNXLeNet300100(rngs=nnx.Rngs(0)))  # shapes only
+        >>> nnx.eval_shape(lambda m: m(jnp.zeros((2, 28, 28, 1))), model).shape
         (2, 10)
     """
 

@@ -171,8 +171,9 @@ def get(
         >>> get("resnet20", num_classes=100).depth
         20
         >>> import jax
-        >>> model = get("lenet5", api="nnx", key=jax.random.key(0))
-        >>> model.Dense_0.kernel.shape
+        >>> from flax import nnx
+        >>> model = nnx.eval_shape(lambda: get("lenet5", api="nnx", key=jax.random.key(0)))
+        >>> model.Dense_0.kernel.shape  # shapes only: no initializer ran
         (800, 500)
     """
     entry = _entry(name)

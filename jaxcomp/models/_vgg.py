@@ -90,8 +90,9 @@ class VGGSmall(nn.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> model = VGGSmall(widths=(1, 2))  # a toy size: a shapes-only example
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-        >>> model.apply(variables, jnp.zeros((2, 32, 32, 3))).shape
+        >>> x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)  # nothing runs
+        >>> variables = jax.eval_shape(model.init, jax.random.key(0), x)
+        >>> jax.eval_shape(model.apply, variables, x).shape
         (2, 10)
     """
 
@@ -156,10 +157,11 @@ class NNXVGGSmall(nnx.Module):
         rngs: the ``nnx.Rngs`` that initialize the weights.
 
     Examples:
-        >>> import jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = NNXVGGSmall(widths=(1, 2), input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
-        >>> model(jnp.zeros((2, 8, 8, 3))).shape
+        >>> x = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)  # shapes only: nothing runs
+        >>> toy = lambda: NNXVGGSmall(widths=(1, 2), input_shape=(8, 8, 3), rngs=nnx.Rngs(0))
+        >>> jax.eval_shape(lambda x: toy()(x), x).shape
         (2, 10)
     """
 
