@@ -204,7 +204,9 @@ def _base(recipe: Recipe, model: Any, data: Any, variables: Any) -> _Base:
             api = "nnx"
         else:
             apply_fn = model.apply
-            start = model.init(k_init, jnp.zeros((1, *shape), jnp.float32), train=False)
+            # one compiled program (bit-identical to flax's eager init, which compiles each
+            # initializer of each shape on its own)
+            start = models.init(model, k_init, shape)
             api = "linen"
     except RecipeError:
         raise
@@ -246,7 +248,7 @@ def _teacher_of(base: _Base, dense: dict[str, Any], num_classes: int):
             t_apply, template = functional(tm)
         else:
             t_apply = tm.apply
-            template = tm.init(key, jnp.zeros((1, *base.input_shape), jnp.float32), train=False)
+            template = models.init(tm, key, base.input_shape)
         try:
             t_vars = restore(t_apply, template, a["teacher"])
         except (CheckpointError, ValueError) as e:
