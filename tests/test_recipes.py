@@ -12,22 +12,28 @@ from jaxcomp import cli
 from jaxcomp import recipes
 from jaxcomp.errors import RecipeError
 
-# the shipped deep-compression recipe (lenet300), at toy size on the digits
+# runs that rebuild the same programs (the commands below, the experiment's smoke) load them from
+# the persistent compilation cache (conftest's jit_cache) instead of compiling them again
+pytestmark = pytest.mark.usefixtures("jit_cache")
+
+# the shipped deep-compression recipe (lenet300), at toy size on the digits: the sizes of the
+# experiment's smoke (experiments/deep_compression/run.py --smoke), whose run below then loads
+# this run's programs from the persistent compilation cache (conftest's jit_cache)
 TOY = recipes.load_recipe(
     "deep-compression",
     model="lenet300",
     changes={
         "data.name": "digits",
-        "training.epochs": 2,
-        "stages.1.sparsity": [["Dense_0", 0.9], ["Dense_1", 0.8], ["Dense_2", 0.5]],
+        "training.epochs": 1,
         "stages.1.epochs": 1,
-        "stages.1.mask_every": 5,
-        "stages.2.epochs": 1,
-        "stages.3.bits": [["Dense_2", 4], ["Dense", 3]],
+        "stages.2.epochs": 0,  # the quant stage's epoch trains with the mask (a fine-tuning
+        # stage that trains: tests/test_structured_cli.py's recipe)
         "stages.3.epochs": 1,
         "measure.latency_repeats": 1,
     },
 )
+SPARSITY = {"Dense_0": 0.95, "Dense_1": 0.93, "Dense_2": 0.8}  # the shipped recipe's
+BITS = {"Dense_0": 3, "Dense_1": 3, "Dense_2": 5}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +51,8 @@ def test_exact_sparsity_and_shared_values(run):
     _, res = run
     variables, _ = recipes.load_artifact(res.artifact)
     p = variables["params"]
-    for layer, s, bits in (("Dense_0", 0.9, 3), ("Dense_1", 0.8, 3), ("Dense_2", 0.5, 4)):
-        w = p[layer]["kernel"]
+    for layer, s in SPARSITY.items():
+        w, bits = p[layer]["kernel"], BITS[layer]
         assert np.sum(w == 0) == int(np.floor(s * w.size))  # exact count, kept through sharing
         nonzero_values = np.unique(w[w != 0])
         assert len(nonzero_values) <= 2**bits - 1  # one codebook entry is the pruned zero
@@ -93,8 +99,9 @@ def test_rule_that_misses_a_kernel(digits):
 def test_compress_and_evaluate_commands(tmp_path, capsys):
     # the three commands run in this process (cli.main, as ``python -m jaxcomp.cli`` runs it;
     # tests/test_cli.py runs commands in processes of their own): no JAX import per command, and
-    # lenet300's initializers on the digits are the ones the module's fixture compiled; the
-    # centroids are not fine-tuned (--quant-epochs 0: the fixture's recipe run trains them)
+    # with the fixture's sparsity, bits and epochs its programs load from the persistent
+    # compilation cache; the centroids are not fine-tuned (--quant-epochs 0: the fixture's recipe
+    # run trains them)
     def cli_main(args):
         assert cli.main(args) == 0
         return capsys.readouterr().out
@@ -104,7 +111,8 @@ def test_compress_and_evaluate_commands(tmp_path, capsys):
     out = tmp_path / "c"
     cli_main(["compress", "--model", "lenet300", "--data", "digits", "--out", str(out),
               "--init", str(tmp_path / "t"), "--prune-epochs", "1", "--retrain-epochs", "0",
-              "--quant-epochs", "0", "--sparsity", "Dense_0=0.9,Dense=0.7", "--bits", "Dense=4",
+              "--quant-epochs", "0", "--sparsity", "Dense_0=0.95,Dense_1=0.93,Dense=0.8",
+              "--bits", "Dense_2=5,Dense=3",
               "--coder", "ans", "--no-progress"])  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     for key in ("baseline_accuracy", "final_accuracy", "dense_bytes", "compressed_bytes",
@@ -116,7 +124,9 @@ def test_compress_and_evaluate_commands(tmp_path, capsys):
     assert report["dense_bytes"] == 4 * report["params"]
     assert [row["layer"] for row in report["layers"]] == ["Dense_0", "Dense_1", "Dense_2"]
     assert report["config"]["stages"][-1]["coder"] == "ans"
-    assert report["config"]["stages"][0]["sparsity"] == [["Dense_0", 0.9], ["Dense", 0.7]]
+    assert report["config"]["stages"][0]["sparsity"] == [["Dense_0", 0.95], ["Dense_1", 0.93],
+                                                         ["Dense", 0.8]]  # fmt: skip
+    assert report["config"]["stages"][2]["bits"] == [["Dense_2", 5], ["Dense", 3]]
     assert (out / "stages.png").stat().st_size > 0 and (out / "layers.png").stat().st_size > 0
     assert "| Dense_0 |" in (out / "report.md").read_text()
     ev = cli_main(["evaluate", str(out / "model.jcz"), "--data", "digits"])
