@@ -2,9 +2,9 @@
 bit, bad recipes as one-line errors, budgets, the comparison of runs, an NNX model.
 
 The runs are tiny (LeNet-300-100 on the 8x8 digits, a few dozen steps a stage). They share one
-persistent compilation cache (the module's ``jit_cache``): the killed command and the resumed
-run load the programs the first run compiled instead of compiling them again; every run still
-traces, runs and computes everything.
+persistent compilation cache (conftest's ``jit_cache`` and ``subprocess_env``): the killed command
+and the resumed run load the programs the first run compiled instead of compiling them again;
+every run still traces, runs and computes everything.
 """
 
 import json
@@ -27,6 +27,8 @@ import jaxcomp as jc
 from jaxcomp import cli
 from jaxcomp import recipes
 from jaxcomp.errors import RecipeError
+
+pytestmark = pytest.mark.usefixtures("jit_cache")
 
 # the four families in one file: distillation from the dense model, low-rank factors, the
 # factors pruned, what survived shared by k-means (Dense_1's factors), Huffman coding
@@ -75,25 +77,6 @@ where = "Dense_1/kernel"
 type = "encode"
 coder = "huffman"
 """
-
-
-@pytest.fixture(scope="module")
-def jit_cache(tmp_path_factory):
-    """A persistent compilation cache for this module's runs (in this process and in the killed
-    command); the settings in force before are restored after."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.mktemp("jit_cache"))
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")  # fmt: skip
-    old = {n: getattr(jax.config, n) for n in names}
-    for n, v in zip(names, (path, 0.0, 0), strict=True):
-        jax.config.update(n, v)
-    cc.reset_cache()
-    yield path
-    for n, v in old.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
 
 
 @pytest.fixture(scope="module")
@@ -175,17 +158,14 @@ def test_recipe_file_end_to_end(compressed, digits_npz, capsys):
     assert set(ev["latency_ms"]) == {"batch_1", "batch_128"}
 
 
-def test_killed_run_resumes_bit_for_bit(compressed, recipe_file, jit_cache, tmp_path, capsys):
+def test_killed_run_resumes_bit_for_bit(compressed, recipe_file, subprocess_env, tmp_path, capsys):
     out = tmp_path / "killed"
     args = ["compress", "--recipe", str(recipe_file), "--out", str(out), "--no-progress"]
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jit_cache,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "jaxcomp.cli", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env=subprocess_env,
     )
     ckdir = out / "stages" / "03-prune" / "checkpoints"  # the pruning stage, after its 1st epoch
     deadline = time.time() + 240
