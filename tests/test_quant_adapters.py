@@ -52,6 +52,14 @@ def _rules(bits=8):
     return [(".*", bits)]
 
 
+@pytest.fixture(scope="module")
+def wq(net):
+    """8-bit per-channel fake quantization of the net's params and its finalized nodes (shared:
+    finalizing runs a few small programs per kernel)."""
+    t, c, s = _wq(net[1]["params"])
+    return t, c, s, jax.jit(t.finalize)(c, s), jax.jit(t.apply)(c, s)
+
+
 def _wq(params, bits=8):
     t = quant.fake_quant(bits=bits, per_channel=True)
     c, s = t.init(params)
@@ -60,24 +68,26 @@ def _wq(params, bits=8):
 
 def test_activations_quantize_layer_inputs_with_ste():
     m = nn.Dense(2)
-    v = m.init(jax.random.key(0), jnp.ones((1, 3)))
+    v = {"params": {"kernel": jnp.array([[0.5, -1.0], [0.25, 2.0], [-0.75, 1.5]]),
+                    "bias": jnp.array([0.1, -0.2])}}  # fmt: skip
     x = jnp.array([[0.0, 0.4, 1.0], [0.2, 0.9, 0.55]])
     q = quant.activations(m.apply, [("", 2)])
     scale, zp = quant.qparams_from_range(0.0, 1.0, bits=2, symmetric=False)
     xq = quant.fake_quantize(x, scale, zp, bits=2, symmetric=False)
-    np.testing.assert_allclose(q(v, x), m.apply(v, xq), rtol=1e-6)
-    g = jax.grad(lambda x: jnp.sum(q(v, x)))(x)  # STE: the input gradient is the float one
-    np.testing.assert_allclose(g, jax.grad(lambda x: jnp.sum(m.apply(v, x)))(x), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(q)(v, x), m.apply(v, xq), rtol=1e-6)
+    g = jax.jit(jax.grad(lambda x: jnp.sum(q(v, x))))(x)  # STE: the input gradient is the float one
+    np.testing.assert_allclose(g, jnp.sum(v["params"]["kernel"], axis=1)[None].repeat(2, 0),
+                               rtol=1e-6)  # fmt: skip
 
 
 def test_rules_select_layers_and_bad_rules(net):
     m, v, x = net
     seen = []
     q = quant.activations(m.apply, [("Dense_1", None), ("Dense", lambda x: seen.append(1) or x)])
-    np.testing.assert_allclose(q(v, x), m.apply(v, x), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(q)(v, x), jax.jit(m.apply)(v, x), rtol=1e-6)
     assert len(seen) == 1  # only Dense_0: Dense_1 is exempt, the convs match no rule
-    with pytest.raises(SelectionError, match="Dense_7"):
-        quant.activations(m.apply, [("Dense_7", 8)])(v, x)
+    with pytest.raises(SelectionError, match="Dense_7"):  # found while tracing
+        jax.eval_shape(quant.activations(m.apply, [("Dense_7", 8)]), v, x)
     for bad in ([("Dense", 17)], [("Dense", 0)], [("Dense", "ternary")], [("(", 8)], []):
         with pytest.raises(ValueError):
             quant.activations(m.apply, bad)
@@ -98,7 +108,7 @@ def test_calibration_collection_and_static_ranges(net):
     big = 5 * x
     out, g = jax.jit(jax.value_and_grad(lambda x: jnp.sum(q(cal, x) ** 2)))(big)
     assert float(jnp.mean(g == 0)) > 0.3
-    assert not bool(jnp.allclose(out, jnp.sum(q(v, big) ** 2)))
+    assert not bool(jnp.allclose(out, jnp.sum(jax.jit(q)(v, big) ** 2)))
     _, new = jax.jit(lambda v, x: q(v, x, mutable=[quant.STATS]))(cal, x)
     assert int(new[quant.STATS]["Dense_0"]["input"].count) == 3
 
@@ -136,12 +146,12 @@ def _int32_contractions(jaxpr):
     return out
 
 
-def test_run_int8_matches_the_fake_quant_forward(net):
-    m, v, x = net
-    t, c, s = _wq(v["params"])
-    fin = t.finalize(c, s)
+def test_run_int8_matches_the_fake_quant_forward(net, wq):
+    m, _, x = net
+    _, _, _, fin, deq = wq
     run = jax.jit(quant.run_int8(m.apply))
-    ref = quant.activations(m.apply, _rules(8), symmetric=True)({"params": t.apply(c, s)}, x)
+    fq = jax.jit(quant.activations(m.apply, _rules(8), symmetric=True))
+    ref = fq({"params": deq}, x)
     out = run({"params": fin}, x)
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
@@ -149,17 +159,16 @@ def test_run_int8_matches_the_fake_quant_forward(net):
     assert float(jnp.max(jnp.abs(out - ref))) < 0.01 * float(jnp.max(jnp.abs(ref))) / 127
     # affine inputs and calibrated ranges agree with the fake-quant forward too
     qa = quant.activations(m.apply, _rules(8), symmetric=False)
-    cal = quant.calibrate(qa, {"params": t.apply(c, s)}, [x])
-    ref = qa(cal, x)
-    run = quant.run_int8(m.apply, symmetric=False)
+    cal = quant.calibrate(qa, {"params": deq}, [x])
+    ref = jax.jit(qa)(cal, x)
+    run = jax.jit(quant.run_int8(m.apply, symmetric=False))
     out = run({"params": fin, quant.STATS: cal[quant.STATS]}, x)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_run_int8_uses_integer_kernels(net):
-    m, v, x = net
-    t, c, s = _wq(v["params"])
-    jaxpr = jax.make_jaxpr(quant.run_int8(m.apply, path="int8"))({"params": t.finalize(c, s)}, x)
+def test_run_int8_uses_integer_kernels(net, wq):
+    m, _, x = net
+    jaxpr = jax.make_jaxpr(quant.run_int8(m.apply, path="int8"))({"params": wq[3]}, x)
     ops = _int32_contractions(jaxpr.jaxpr)
     # the convolutions run as integer matmuls over strided-slice patches (_int_conv)
     assert [name for name, _ in ops] == ["dot_general"] * 4
@@ -168,23 +177,25 @@ def test_run_int8_uses_integer_kernels(net):
 
 def test_run_int8_bad_kernels(net):
     m, v, x = net
+    # the nodes' shapes and static fields are what run_int8 checks: traced, nothing compiled
+    final = lambda t: jax.eval_shape(lambda p: {"params": t.finalize(*t.init(p))}, v["params"])
     t = quant.fake_quant(bits=8, symmetric=False)
     with pytest.raises(ValueError, match="symmetric"):
-        quant.run_int8(m.apply)({"params": t.finalize(*t.init(v["params"]))}, x)
+        jax.eval_shape(quant.run_int8(m.apply), final(t), x)
     t = quant.fake_quant(bits=12)
     with pytest.raises(ValueError, match="<= 8"):
-        quant.run_int8(m.apply)({"params": t.finalize(*t.init(v["params"]))}, x)
+        jax.eval_shape(quant.run_int8(m.apply), final(t), x)
     t = quant.kmeans(clusters=2, keep_zeros=False)
     with pytest.raises(ValueError, match="to_dense"):
-        quant.run_int8(m.apply)({"params": t.finalize(*t.init(v["params"]))}, x)
+        jax.eval_shape(quant.run_int8(m.apply), final(t), x)
     with pytest.raises(ValueError, match="bits"):
         quant.run_int8(m.apply, bits=9)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_int_matmul_qat_equals_fake_quant_forward_and_gradient(net, symmetric):
-    m, v, x = net
-    t, c, s = _wq(v["params"])
+def test_int_matmul_qat_equals_fake_quant_forward_and_gradient(net, wq, symmetric):
+    m, _, x = net
+    t, c, s = wq[:3]
     fake = quant.activations(m.apply, _rules(8), symmetric=symmetric)
     intm = quant.activations(m.apply, _rules(8), symmetric=symmetric, int_matmul=True,
                              path="int8")  # fmt: skip
@@ -223,7 +234,8 @@ def test_int_conv_by_slices_equals_the_integer_convolution(
     pad = [(1, -1)] * rank if padding == "pairs" and rank == 1 else [(2, 0)] * rank
     pad = padding if padding != "pairs" else pad
     strides, dil = (stride,) * rank, (dilation,) * rank
-    got = _int_conv(x, w, strides, pad, dil, jnp.int32)
+    pad = pad if isinstance(pad, str) else tuple(pad)  # static: one program per example
+    got = jax.jit(_int_conv, static_argnums=(2, 3, 4, 5))(x, w, strides, pad, dil, jnp.int32)
     spec = ("NWC", "WIO", "NWC") if rank == 1 else ("NHWC", "HWIO", "NHWC")
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, spec)
     ref = jax.lax.conv_general_dilated(x, w, strides, pad, rhs_dilation=dil, dimension_numbers=dn,
@@ -243,37 +255,46 @@ def test_int_conv_by_slices_equals_the_integer_convolution(
     ],
 )
 def test_int_linear_zero_point_term_for_any_batch_layout(layer, shape):
-    x = jax.random.uniform(jax.random.key(0), shape)
-    v = layer.init(jax.random.key(1), x)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=shape), jnp.float32)
+    shapes = jax.eval_shape(layer.init, jax.random.key(1), x)
+    v = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape) / 3, a.dtype), shapes)
     op = quant.contraction(layer.bind(v))
-    sx, zx = jnp.float32(1.0 / 200), jnp.float32(-100.0)  # affine: codes of [0, 1] in [-100, 100]
-    xq = jnp.round(x / sx + zx).astype(jnp.int8)
-    wq, sw = quantize_kernel(v["params"]["kernel"], 8)
-    got = int_linear(op, xq, wq, sx, zx, sw, symmetric=False)
-    x_hat = (xq.astype(jnp.float32) - zx) * sx
-    ref = op(x_hat, wq.astype(jnp.float32) * sw.reshape((1,) * (wq.ndim - 1) + (-1,)))
+
+    @jax.jit  # one program per layout
+    def got_and_ref(x, kernel):
+        sx, zx = jnp.float32(1.0 / 200), jnp.float32(-100.0)  # affine: [0, 1] in [-100, 100]
+        xq = jnp.round(x / sx + zx).astype(jnp.int8)
+        wq, sw = quantize_kernel(kernel, 8)
+        got = int_linear(op, xq, wq, sx, zx, sw, symmetric=False)
+        x_hat = (xq.astype(jnp.float32) - zx) * sx
+        ref = op(x_hat, wq.astype(jnp.float32) * sw.reshape((1,) * (wq.ndim - 1) + (-1,)))
+        return got, ref
+
+    got, ref = got_and_ref(x, v["params"]["kernel"])
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_xnor_and_binarynet_inputs():
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)
     m = nn.Dense(3)
-    v = m.init(jax.random.key(0), jnp.ones((1, 5)))
-    x = jax.random.normal(jax.random.key(2), (4, 5))
-    k, b = v["params"]["kernel"], v["params"]["bias"]
-    out = quant.activations(m.apply, [("", "xnor")])(v, x)
-    beta = jnp.mean(jnp.abs(x), axis=1, keepdims=True)
-    np.testing.assert_allclose(out, (jnp.sign(x) @ k) * beta + b[None, :], rtol=1e-5)
-    out = quant.activations(m.apply, [("", 1)])(v, x)
-    np.testing.assert_allclose(out, jnp.sign(x) @ k + b[None, :], rtol=1e-5)
+    k, b, x = f32(5, 3), f32(3), f32(4, 5)
+    v = {"params": {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)}}
+    out = jax.jit(quant.activations(m.apply, [("", "xnor")]))(v, x)
+    beta = np.mean(np.abs(x), axis=1, keepdims=True)
+    np.testing.assert_allclose(out, (np.sign(x) @ k) * beta + b[None, :], rtol=1e-5, atol=1e-6)
+    out = jax.jit(quant.activations(m.apply, [("", 1)]))(v, x)
+    np.testing.assert_allclose(out, np.sign(x) @ k + b[None, :], rtol=1e-5, atol=1e-6)
     conv = nn.Conv(2, (3, 3), padding="VALID")
-    xi = jax.random.normal(jax.random.key(3), (1, 5, 5, 4))
-    vc = conv.init(jax.random.key(0), xi)
-    out = quant.activations(conv.apply, [("", "xnor")])(vc, xi)
-    a = jnp.mean(jnp.abs(xi), axis=-1)  # XNOR-Net's A, then K = A * box filter
-    kmap = jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 3, 3), (1, 1, 1), "VALID") / 9
-    bias = vc["params"]["bias"][None, None, None, :]
-    ref = conv.apply(vc, jnp.sign(xi)) - bias
-    np.testing.assert_allclose(out, ref * kmap[..., None] + bias, rtol=1e-5, atol=1e-6)
+    kc, bc, xi = f32(3, 3, 4, 2), f32(2), f32(1, 5, 5, 4)
+    vc = {"params": {"kernel": jnp.asarray(kc), "bias": jnp.asarray(bc)}}
+    out = jax.jit(quant.activations(conv.apply, [("", "xnor")]))(vc, xi)
+    windows = lambda a: np.lib.stride_tricks.sliding_window_view(a, (3, 3), axis=(1, 2))
+    a = np.mean(np.abs(xi), axis=-1)  # XNOR-Net's A, then K = A * box filter
+    kmap = windows(a).sum(axis=(-2, -1)) / 9
+    ref = np.einsum("nhwcij,ijco->nhwo", windows(np.sign(xi)), kc)  # the VALID conv of sign(x)
+    np.testing.assert_allclose(out, ref * kmap[..., None] + bc, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

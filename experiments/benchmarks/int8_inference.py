@@ -89,7 +89,7 @@ def bench(
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv, __doc__, repeats=100)
     if args.smoke:
-        cases = {"mlp": (MLP(hidden=(32, 32)), 16, (8, 8, 1))}
+        cases = {"mlp": (MLP(hidden=(16,)), 16, (8, 8, 1))}  # one hidden layer: fewer to compile
         repeats = 3
     else:
         cases = {

@@ -180,7 +180,7 @@ def parse_args(argv: Sequence[str] | None, doc: str, *, repeats: int) -> argpars
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv, __doc__, repeats=60)
     if args.smoke:
-        cases = {"mlp": (MLP(hidden=(32, 32)), 16, (8, 8, 1))}
+        cases = {"mlp": (MLP(hidden=(16,)), 16, (8, 8, 1))}  # one hidden layer: fewer to compile
         repeats = 3
     else:
         b = args.batch

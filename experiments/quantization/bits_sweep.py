@@ -84,9 +84,11 @@ SMOKE_JOBS = (
     ("PTQ W+A (calibrated)", 2),
     ("PTQ W8A8, run_int8 (integer kernels)", 8),
     ("QAT W (STE)", 2),
-    ("k-means sharing, centroids not trained", 2),
     ("binarize after training (BWN scale)", 1),
 )
+"""The smoke's jobs: one of each way a job runs (the baseline, an evaluation under a transform, a
+calibrated adapter, integer kernels, a fine-tuning, a 1-bit row for the plot's markers); k-means'
+rows evaluate and fine-tune as the fake-quantization rows do (its clustering: tests/test_quant*)."""
 
 
 def _fq(bits: int, **kw: Any) -> jc.Transform:
@@ -329,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out.update(rows=rows, distortions=drows)
     if args.part in ("all", "estimators"):
         seeds = [0] if args.smoke else list(range(args.seeds))
-        smoke_variants = (("quantized", "int8"),)
+        smoke_variants = (("quantized", "float"),)  # every variant runs the same code here
         erows = estimator_rows(
             model, data, base, bits_list=[2] if args.smoke else [8, 4, 2], epochs=epochs,
             lr=3e-4, calib=calib, seeds=seeds, log=log,
