@@ -11,6 +11,10 @@ import pytest
 import jaxcomp as jc
 from jaxcomp import cli
 
+# the lasso run rebuilds the fixture's dense and fine-tuning programs: loaded from the persistent
+# compilation cache (conftest's jit_cache) instead of compiled again
+pytestmark = pytest.mark.usefixtures("jit_cache")
+
 
 def _run(args, capsys):
     try:
@@ -95,9 +99,12 @@ def test_bad_arguments_exit_2(extra, message, tmp_path, capsys):
 
 
 def test_lasso_criterion_end_to_end(tmp_path, capsys):
+    # the lasso selection (and its least-squares refit) in one shot, without a pruning epoch
+    # (the fixture's run trains one)
     args = ["compress", "--model", "lenet300", "--data", "digits", "--recipe", "structured",
             "--criterion", "lasso", "--flops", "0.5", "--dense-epochs", "1",
-            "--finetune-epochs", "1", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+            "--prune-epochs", "0", "--finetune-epochs", "1", "--out", str(tmp_path),
+            "--no-progress"]  # fmt: skip
     code, _ = _run(args, capsys)
     assert code == 0
     with open(tmp_path / "report.json", encoding="utf-8") as f:
