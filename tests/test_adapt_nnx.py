@@ -25,12 +25,17 @@ SHAPE = (16, 16, 1)  # LeNet-5's smallest input: Dense_0 sees 1x1x50
 @pytest.fixture(scope="module")
 def lenet():
     """``(linen apply, NNXApply, variables, x)`` with one set of weights for both."""
-    model = jc.models.get("lenet5", api="nnx", key=jax.random.key(0), input_shape=SHAPE)
-    nnx_apply, variables = jc.adapt.functional(model)
+    # built abstractly, weights drawn by numpy at 1/sqrt(fan-in) (no initializer compiled), with
     # nonzero biases, so that a dropped or doubled bias shows
-    shift = lambda p, a: a + 0.1 if "bias" in jax.tree_util.keystr(p) else a
-    variables = {"params": jax.tree_util.tree_map_with_path(shift, variables["params"])}
-    x = jax.random.uniform(jax.random.key(1), (3, *SHAPE))
+    model = nnx.eval_shape(
+        lambda: jc.models.get("lenet5", api="nnx", key=jax.random.key(0), input_shape=SHAPE)
+    )
+    nnx_apply, shapes = jc.adapt.functional(model)
+    rng = np.random.default_rng(0)
+    draw = lambda a: rng.normal(size=a.shape) / np.sqrt(np.prod(a.shape[:-1]) if a.ndim > 1 else 10)
+    fill = lambda a: jnp.asarray(draw(a), a.dtype)
+    variables = {"params": jax.tree.map(fill, shapes["params"])}
+    x = jnp.asarray(rng.uniform(size=(3, *SHAPE)), jnp.float32)
     linen = jc.models.get("lenet5")
     return linen.apply, nnx_apply, variables, x
 
@@ -125,23 +130,26 @@ def test_activations_and_calibration(lenet, int_matmul):
     rules = [("Conv_1", 4), ("Dense_.*", 8)]
     ql = quant.activations(linen_apply, rules, int_matmul=int_matmul)
     qn = quant.activations(nnx_apply, rules, int_matmul=int_matmul)
-    _close(jax.jit(qn)(v, x), ql(v, x))
+    _close(jax.jit(qn)(v, x), jax.jit(ql)(v, x))
     # calibration: the observers' statistics are a "quant_stats" collection for both
     cl, cn = quant.calibrate(ql, v, [x, 2 * x]), quant.calibrate(qn, v, [x, 2 * x])
     assert set(cn["quant_stats"]) == {"Conv_1", "Dense_0", "Dense_1"}
     _close(cn["quant_stats"], cl["quant_stats"])
-    _close(qn(cn, 0.5 * x), ql(cl, 0.5 * x))
-    # the gradient, through the straight-through estimator (and the int8 forward)
+    _close(jax.jit(qn)(cn, 0.5 * x), jax.jit(ql)(cl, 0.5 * x))
+    # the gradient, through the straight-through estimator (and the int8 forward); jitted: one
+    # program each instead of every primitive of the backward pass compiled on its own
     loss = lambda q: lambda p: jnp.sum(q({**cn, "params": p}, x) ** 2)
-    _close(jax.grad(loss(qn))(v["params"]), jax.grad(loss(ql))(v["params"]), rtol=1e-5, atol=1e-6)
+    grad = lambda q: jax.jit(jax.grad(loss(q)))(v["params"])
+    _close(grad(qn), grad(ql), rtol=1e-5, atol=1e-6)
 
 
 def test_run_int8(lenet):
     linen_apply, nnx_apply, v, x = lenet
     t = quant.fake_quant(bits=8, per_channel=True)
-    final = {"params": t.finalize(*t.init(v["params"]))}
+    final = {"params": jax.jit(t.finalize)(*t.init(v["params"]))}
     assert final["params"]["Conv_0"]["kernel"].codes.dtype == jnp.int8
-    _close(jax.jit(quant.run_int8(nnx_apply))(final, x), quant.run_int8(linen_apply)(final, x))
+    run = lambda apply_fn: jax.jit(quant.run_int8(apply_fn))(final, x)
+    _close(run(nnx_apply), run(linen_apply))
 
 
 def test_capture_inputs_outputs_and_rows(lenet):
@@ -162,6 +170,7 @@ def test_capture_inputs_outputs_and_rows(lenet):
 
 def test_obs_hessians_and_pruning(lenet):
     linen_apply, nnx_apply, v, x = lenet
+    x = jnp.concatenate([x, x[:1]])  # two batches of the same shape: one program each
     hl = prune.layer_hessians(linen_apply, v, x, batch_size=2)
     hn = prune.layer_hessians(nnx_apply, v, x, batch_size=2)
     assert set(hn) == {"Conv_0/kernel", "Conv_1/kernel", "Dense_0/kernel", "Dense_1/kernel"}
