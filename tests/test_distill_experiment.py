@@ -7,6 +7,10 @@ import pytest
 
 from experiments.distillation import compare
 
+# the persistent compilation cache (tests/conftest.py): programs that a script builds again
+# (a new jitted function of the same program) load instead of compiling
+pytestmark = pytest.mark.usefixtures("jit_cache")
+
 
 @pytest.mark.slow
 def test_distillation_experiment_smoke(tmp_path):

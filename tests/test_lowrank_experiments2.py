@@ -14,6 +14,10 @@ from experiments.lowrank import dense_layers
 from experiments.lowrank import denton
 from experiments.lowrank import jaderberg_data
 
+# the persistent compilation cache (tests/conftest.py): programs that a script builds again
+# (a new jitted function of the same program) load instead of compiling
+pytestmark = pytest.mark.usefixtures("jit_cache")
+
 
 def _check_summary(out, path, ref):
     rows = out["summary"]

@@ -7,6 +7,10 @@ import pytest
 from experiments.benchmarks import inference_latency
 from experiments.distillation import net2net
 
+# the persistent compilation cache (tests/conftest.py): programs that a script builds again
+# (a new jitted function of the same program) load instead of compiling
+pytestmark = pytest.mark.usefixtures("jit_cache")
+
 
 @pytest.mark.slow
 def test_net2net_smoke(tmp_path):

@@ -14,7 +14,9 @@ SUMMARY_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def quant_run(tmp_path_factory):
+def quant_run(tmp_path_factory, jit_cache):
+    # jit_cache: the persistent compilation cache (tests/conftest.py), so that programs a script
+    # builds again (a new jitted function of the same program) load instead of compiling
     from experiments.quantization import sharing
 
     out = tmp_path_factory.mktemp("qsharing")
@@ -49,7 +51,7 @@ def test_quant_sharing_smoke(quant_run):
 
 
 @pytest.fixture(scope="module")
-def prune_run(tmp_path_factory):
+def prune_run(tmp_path_factory, jit_cache):  # jit_cache: as quant_run
     from experiments.pruning import sharing
 
     out = tmp_path_factory.mktemp("psharing")

@@ -4,6 +4,10 @@ import json
 
 import pytest
 
+# the persistent compilation cache (tests/conftest.py): programs that a script builds again
+# (a new jitted function of the same program) load instead of compiling
+pytestmark = pytest.mark.usefixtures("jit_cache")
+
 
 @pytest.mark.slow
 def test_experiment_smoke(tmp_path):
