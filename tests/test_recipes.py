@@ -163,3 +163,25 @@ def test_experiment_smoke(tmp_path):
     rows = run.main(["--smoke", "--out", str(tmp_path), "--models", "lenet300"])
     assert rows[0]["model"] == "lenet300" and rows[0]["ratio"] > 1
     assert (tmp_path / "summary.md").read_text().count("| lenet300 |") == 1
+
+
+def test_recipes_experiment_smoke(tmp_path):
+    # experiments/recipes/run.py at toy size: two seeds of deep-compression from `jaxcomp train`
+    # through `jaxcomp compress --init`, timed together, compared and written; the module's
+    # fixture compiled its programs (the same sizes)
+    from experiments.recipes import run
+
+    rows = run.main(["--smoke", "--out", str(tmp_path)])
+    assert [r["recipe"] for r in rows] == ["dense", "deep-compression"]
+    dense, dc = rows
+    assert dense["seeds"] == dc["seeds"] == 2 and " ± " in dc["accuracy"]  # the spread
+    assert dc["ratio"] > 1 and dense["speed-up b128"] == 1.0 and dc["ms b1 together"] > 0
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        for name in ("dense", "deep-compression"):
+            assert (runs / f"{name}-lenet300-s{seed}" / "report.json").is_file()
+    saved = json.loads((tmp_path / "targets_lenet300.json").read_text())
+    assert saved["seeds"] == [0, 1] and set(saved["reports"]["deep-compression"]) == {"0", "1"}
+    assert [r["run"] for r in saved["compare"]] == ["deep-compression"]
+    assert "| deep-compression |" in (tmp_path / "targets_lenet300.md").read_text()
+    assert (tmp_path / "compare.png").stat().st_size > 0

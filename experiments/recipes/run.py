@@ -10,6 +10,11 @@ and reused: an interrupted experiment run again continues where it stopped.
 python -m experiments.recipes.run                          # LeNet-5 on mnist5k, 3 seeds
 python -m experiments.recipes.run --model vgg_small --recipes lowrank-prune-quant-kd --seeds 0 \\
     --dense-epochs 10
+python -m experiments.recipes.run --smoke --out /tmp/recipes-smoke   # toy size (the test suite)
+
+``--smoke`` runs every step of the script once at toy size: LeNet-300-100 on the 8x8 digits,
+two seeds of ``deep-compression`` (the spread across seeds), one epoch of dense training and of
+each stage that trains, two timed calls a model; its runs go under ``--out``.
 """
 
 from __future__ import annotations
@@ -98,9 +103,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         default=200,
         help="timed calls of each model in the interleaved latency measurement",
     )
-    ap.add_argument("--runs", default="runs/recipes")
-    ap.add_argument("--out", default="docs/results/recipes")
+    ap.add_argument("--runs", default=None, help="default: runs/recipes (--smoke: OUT/runs)")
+    ap.add_argument("--out", default=None,
+                    help="default: docs/results/recipes (--smoke: runs/recipes-smoke)")  # fmt: skip
+    ap.add_argument("--smoke", action="store_true", help="toy size (see above)")
     args = ap.parse_args(argv)
+    extra: list[str] = []  # flags of every compress run
+    if args.smoke:
+        args.model, args.data, args.seeds, args.dense_epochs = "lenet300", "digits", "0,1", 1
+        args.recipes = args.spread = "deep-compression"
+        args.latency_repeats = 2
+        args.out = args.out or "runs/recipes-smoke"
+        extra = ["--prune-epochs", "1", "--retrain-epochs", "0", "--quant-epochs", "1"]
+    args.out = args.out or "docs/results/recipes"
+    args.runs = args.runs or (os.path.join(args.out, "runs") if args.smoke else "runs/recipes")
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.recipes.split(",")
     spread = set(args.spread.split(","))
@@ -121,7 +137,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             out = os.path.join(args.runs, f"{name}-{args.model}-s{seed}")
             reports[name][seed] = _run(["compress", "--recipe", name, "--model", args.model,
                                         "--data", args.data, "--init", dense, "--seed",
-                                        str(seed)], out)  # fmt: skip
+                                        str(seed), *extra], out)  # fmt: skip
             if seed == seeds[0]:
                 dirs[name] = out
     for spec in args.budget:
@@ -132,7 +148,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         key = f"{name} --budget {budget}"
         reports[key] = {seeds[0]: _run(["compress", "--recipe", name, "--model", args.model,
                                         "--data", args.data, "--init", dense, "--seed",
-                                        str(seeds[0]), "--budget", budget], out)}  # fmt: skip
+                                        str(seeds[0]), "--budget", budget, *extra],
+                                       out)}  # fmt: skip
         dirs[key] = out
     rows = []
     for name, by_seed in reports.items():
