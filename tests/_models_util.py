@@ -26,17 +26,21 @@ def abstract_counts(model, input_shape):
     """``(variables, mult-adds)`` of a linen model on one example, both computed abstractly (no
     initializer or convolution runs), checking on the way that the model maps the example to
     ``(1, num_classes)`` float32 logits: the count tests that call this at a model's natural
-    input are its natural-input test too (``test_models`` lists them in ``COUNTED``)."""
-    variables = shapes(model, input_shape)
-    logits = []
+    input are its natural-input test too (``test_models`` lists them in ``COUNTED``).
 
-    def apply(v, x):
-        logits.append(model.apply(v, x, train=False))
-        return logits[-1]
+    One trace: ``models.init``'s forward pass (``init_with_output`` in eval mode, the code path of
+    ``apply``, which no model of the zoo branches from) gives the logits and the variables, and
+    its convolutions and matmuls are the mult-adds (the initializers have none)."""
+    out = []
 
-    macs = flops(apply, variables, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
-    assert logits[0].shape == (1, model.num_classes), logits[0].shape
-    assert logits[0].dtype == jnp.float32
+    def init(key, x):
+        out.append(model.init_with_output(key, x, train=False))
+        return out[-1]
+
+    macs = flops(init, jax.random.key(0), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    logits, variables = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype), out[0])
+    assert logits.shape == (1, model.num_classes), logits.shape
+    assert logits.dtype == jnp.float32
     return variables, macs
 
 
