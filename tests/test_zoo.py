@@ -25,19 +25,23 @@ _GOOGLENET = {"stem": (1, 2, 2), "modules": [(1, 1, 2, 1, 1, 1)] * 9, "dropout":
 _SQUEEZENET = {"stem": 2, "base_e": 4, "incr_e": 2, "squeeze_ratio": 0.5, "dropout": 0.0}
 _FRACTAL = {"columns": 2, "widths": (2, 3), "local_drop": 0.0, "global_drop": 0.0}
 
-# every registered name at a toy size (widths of a few channels, small inputs)
+# every registered name at a toy size (widths of a few channels, small inputs, few blocks); a toy
+# keeps every block type of its network (the ImageNet ResNets: an identity and a projection
+# shortcut, the bottleneck's at stride 1 and 2; MobileNet: depthwise convolutions at strides 1
+# and 2), the published sizes are checked abstractly in tests/test_zoo_*.py
 TOYS = {
     "lenet300": ({}, (28, 28, 1)),
     "lenet300100": ({}, (28, 28, 1)),
     "lenet5": ({}, (16, 16, 1)),
     "vgg_small": ({"widths": (4, 8)}, (8, 8, 3)),
-    "resnet20": ({"width": 2}, (8, 8, 3)),
-    # the deep CIFAR ResNets at depth 8 (their class and other fixed attributes, one block a stage)
+    # the CIFAR ResNets at depth 8 (their class and other fixed attributes, one block a stage):
+    # resnet20, 56 and 110 are one case; resnet110_sd adds stochastic depth's eval scaling
+    "resnet20": ({"width": 1, "depth": 8}, (4, 4, 3)),
     "resnet56": ({"width": 1, "depth": 8}, (4, 4, 3)),
     "resnet110": ({"width": 1, "depth": 8}, (4, 4, 3)),
     "resnet110_sd": ({"width": 1, "depth": 8}, (4, 4, 3)),
-    "resnet18": ({"width": 1}, (32, 32, 3)),
-    "resnet50": ({"width": 1}, (32, 32, 3)),
+    "resnet18": ({"width": 1, "stage_sizes": (1, 1)}, (8, 8, 3)),
+    "resnet50": ({"width": 1, "stage_sizes": (2, 1)}, (8, 8, 3)),
     "fractalnet": (_FRACTAL, (8, 8, 3)),
     "densenet_bc_100_12": ({"depth": 10, "growth_rate": 2}, (8, 8, 3)),
     "nin": ({"widths": ((3, 2), (3, 2), (2,)), "dropout": 0.0}, (8, 8, 3)),
@@ -46,7 +50,7 @@ TOYS = {
     "googlenet": (_GOOGLENET, (15, 15, 3)),
     "squeezenet1_0": (_SQUEEZENET, (21, 21, 3)),
     "squeezenet1_1": (_SQUEEZENET, (17, 17, 3)),
-    "mobilenet_v1": ({"alpha": 1 / 16, "repeats": 1}, (32, 32, 3)),
+    "mobilenet_v1": ({"alpha": 1 / 32, "repeats": 0}, (32, 32, 3)),
     "shufflenet_v1_g3": ({"widths": (12, 24), "stem": 3, "repeats": (2, 1)}, (16, 16, 3)),
     "flattened": ({"widths": (2, 4), "kernel_size": 3}, (8, 8, 3)),
     "nasnet_a_mobile": (
@@ -156,9 +160,15 @@ def _shrunk(case):
     if id(case) not in _SHRUNK:
         apply = functools.partial(case.model.apply, train=False)
         groups = jc.structured.groups(apply, case.variables, case.x[:1])
-        masks = jc.structured.masks(apply, case.variables, case.x, ratio=0.5, groups=groups)
+
+        @jax.jit  # one compile for the scores, the masks and the masked variables of every leaf
+        def masks_and_masked(variables):
+            masks = jc.structured.masks(apply, variables, case.x, ratio=0.5, groups=groups)
+            return masks, jc.structured.apply_masks(variables, masks)
+
+        masks, masked_variables = masks_and_masked(case.variables)
         small_apply, small = jc.structured.shrink(apply, case.variables, masks)
-        masked = case.run(jc.structured.apply_masks(case.variables, masks), case.x)
+        masked = case.run(masked_variables, case.x)
         _SHRUNK[id(case)] = groups, small, jax.jit(small_apply)(small, case.x), masked
     return _SHRUNK[id(case)]
 
