@@ -298,7 +298,7 @@ def test_xnor_and_binarynet_inputs():
 
 
 @pytest.mark.slow
-def test_benchmark_smokes(capsys):
+def test_benchmark_smokes(capsys, jit_cache):
     from experiments.benchmarks import int8_inference
     from experiments.benchmarks import qat_overhead
 
@@ -318,7 +318,7 @@ def test_benchmark_smokes(capsys):
 
 
 @pytest.mark.slow
-def test_experiment_smoke(tmp_path):
+def test_experiment_smoke(tmp_path, jit_cache):
     from experiments.quantization import bits_sweep
 
     res = bits_sweep.main(["--smoke", "--out", str(tmp_path)])
