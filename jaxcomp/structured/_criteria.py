@@ -150,26 +150,20 @@ def _rank(score: jax.Array) -> jax.Array:
     return jnp.zeros(score.shape[0], jnp.int32).at[order].set(jnp.arange(score.shape[0]))
 
 
-def _concrete(ratio: Any) -> bool:
-    return isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
-
-
-def _floor_times(ratio: float, size: int) -> int:
-    """``jnp.floor(ratio * size)`` for a Python number, computed on the host: the product in
-    Python, rounded to JAX's default float (as ``jnp.floor`` receives it), then floored."""
-    return int(np.floor(np.asarray(ratio * size, jnp.result_type(float))))
+def _removed(ratio: Any, size: int) -> Any:
+    """``floor(ratio * size)``: a host int for a Python number (the product rounded to JAX's
+    default float first, as ``jnp.floor`` receives it, so both paths agree), else traced int32."""
+    if isinstance(ratio, (int, float)) and not isinstance(ratio, bool):
+        return int(np.floor(np.asarray(ratio * size, jnp.result_type(float))))
+    return jnp.floor(ratio * size).astype(jnp.int32)
 
 
 def _n_keep(size: int, ratio: Any, round_to: int) -> Any:
-    if _concrete(ratio):
-        n_keep = max(1, size - _floor_times(ratio, size))
-        if round_to > 1 and size >= round_to:
-            n_keep = max(round_to, n_keep // round_to * round_to)
-        return n_keep
-    n_keep = jnp.maximum(1, size - jnp.floor(ratio * size).astype(jnp.int32))
+    xp = jnp if isinstance(removed := _removed(ratio, size), jax.Array) else np
+    n_keep = xp.maximum(1, size - removed)
     if round_to > 1 and size >= round_to:
-        n_keep = jnp.maximum(round_to, n_keep // round_to * round_to)
-    return n_keep
+        n_keep = xp.maximum(round_to, n_keep // round_to * round_to)
+    return n_keep if xp is jnp else int(n_keep)
 
 
 @jax.jit
@@ -203,9 +197,7 @@ _keep_global_jit = jax.jit(_keep_global)
 
 
 def _global_n_keep(total: int, ratio: Any) -> Any:
-    if _concrete(ratio):
-        return total - _floor_times(ratio, total)
-    return total - jnp.floor(ratio * total).astype(jnp.int32)
+    return total - _removed(ratio, total)
 
 
 def keep_global(scores: Any, ratio: Any) -> tuple[jax.Array, ...]:
